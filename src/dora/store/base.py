@@ -317,7 +317,7 @@ class Store(Protocol):
         guarantee: each write is individually compare-and-set.)
         """
 
-    async def list(
+    async def list_records(
         self,
         kind: str,
         *,
@@ -347,27 +347,23 @@ class Store(Protocol):
     async def events(self, key: Key, *, limit: int = 50) -> list[Event]:
         """The resource's latest events, oldest first."""
 
-    async def zone_events(
-        self, zone: str, *, since: float = 0.0, limit: int = 100
-    ) -> list[Event]:
+    async def zone_events(self, zone: str, *, since: float = 0.0, limit: int = 100) -> list[Event]:
         """Latest events of every resource in `zone` at or after `since`, oldest first."""
 
     # change feed ------------------------------------------------------------
     async def head(self, zone: str) -> Cursor:
         """Cursor of the newest change in `zone`'s feed (a start value if empty)."""
 
-    async def changes(
-        self, zone: str, *, after: Cursor | None, limit: int = 1000
-    ) -> list[Change]:
+    async def changes(self, zone: str, *, after: Cursor | None, limit: int = 1000) -> list[Change]:
         """Changes strictly after `after` (from the oldest kept when None), in order.
 
         Raises `CursorExpired` if `after` fell out of the retention window.
         """
 
     async def wait_changes(
-        self, zone: str, *, after: Cursor, timeout: float, limit: int = 1000
+        self, zone: str, *, after: Cursor, max_wait: float, limit: int = 1000
     ) -> list[Change]:
-        """Like `changes`, but waits up to `timeout` seconds for at least one change."""
+        """Like `changes`, but waits up to `max_wait` seconds for at least one change."""
 
     # leases -----------------------------------------------------------------
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
