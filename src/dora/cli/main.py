@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dora import __version__
-from dora.cli import validate
+from dora.cli import server, validate
 
 app = typer.Typer(
     name="dora",
@@ -21,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 validate.register(app)
+server.register(app)
 
 
 @app.command("version")

@@ -1,0 +1,87 @@
+"""The API server's ASGI app: `create_app` wires settings, store, identity and routes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from starlette.routing import Match
+
+from dora import __version__
+from dora.api.bootstrap import bootstrap
+from dora.api.context import ApiContext
+from dora.api.errors import install_error_handlers
+from dora.api.identity import Identity
+from dora.api.metrics import Metrics
+from dora.api.routers import nodes, resources, system, tokens
+from dora.api.settings import ApiSettings
+from dora.store import Store
+
+
+def _announce(line: str) -> None:
+    # The admin token goes to stdout exactly once, where `docker logs … | grep -i token`
+    # finds it; it is never passed to the logging system.
+    print(line, file=sys.stdout, flush=True)
+
+
+def create_app(
+    settings: ApiSettings,
+    store: Store,
+    *,
+    clock: Callable[[], float] = time.time,
+    announce: Callable[[str], None] = _announce,
+    close_store: bool = True,
+) -> FastAPI:
+    metrics = Metrics()
+    timed_store = metrics.instrument(store)
+    identity = Identity(timed_store, settings.secret, clock=clock)
+    ctx = ApiContext(
+        settings=settings, store=timed_store, identity=identity, metrics=metrics, clock=clock
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await bootstrap(store, settings, now=clock(), announce=announce)
+        await identity.start()
+        try:
+            yield
+        finally:
+            await identity.stop()
+            if close_store:
+                await store.close()
+
+    app = FastAPI(
+        title="Dora API",
+        version=__version__,
+        description="Share GPU and CPU servers: resources, tokens and the node channel.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for module in (system, tokens, resources, nodes):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = _route_template(app, request)
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
+        return response
+
+    return app
+
+
+def _route_template(app: FastAPI, request: Request) -> str:
+    """The matched route's path template, so metrics do not grow one series per name."""
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.FULL:
+            return str(getattr(route, "path", "other"))
+    return "unmatched"

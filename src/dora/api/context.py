@@ -1,0 +1,29 @@
+"""What every request handler needs, built once per app: settings, store, identity,
+abuse filters, metrics and the clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dora.api.abuse import FailedAuthFilter, RateLimiter
+from dora.api.identity import Identity
+from dora.api.metrics import Metrics
+from dora.api.settings import ApiSettings
+from dora.store import Store
+
+
+@dataclass
+class ApiContext:
+    settings: ApiSettings
+    store: Store
+    identity: Identity
+    metrics: Metrics
+    clock: Callable[[], float] = time.time
+    failed_auth: FailedAuthFilter = field(init=False)
+    rate_limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.failed_auth = FailedAuthFilter(self.settings.abuse)
+        self.rate_limiter = RateLimiter(self.settings.abuse)

@@ -1,0 +1,79 @@
+"""Request dependencies: the app context, the client address, the authenticated caller."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from dora.api.context import ApiContext
+from dora.api.errors import ApiError, unauthorized
+from dora.api.identity import Caller
+
+
+def get_context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(get_context)]
+
+
+def client_ip(request: Request, ctx: ApiContext) -> str:
+    """The client's address; forwarded headers count only from a trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    if peer in ctx.settings.trusted_proxies:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip() or peer
+        real = request.headers.get("x-real-ip")
+        if real:
+            return real.strip()
+    return peer
+
+
+def _too_many(message: str, retry_after: float) -> ApiError:
+    seconds = max(1, math.ceil(retry_after))
+    return ApiError(
+        429,
+        "rate_limited",
+        f"{message}; retry in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+async def authenticate(request: Request, ctx: ApiContext, token: str | None) -> Caller:
+    """Ban check, token check (counting failures per IP), then the rate limit."""
+    now = ctx.clock()
+    ip = client_ip(request, ctx)
+    banned_for = ctx.failed_auth.is_banned(ip, now)
+    if banned_for:
+        raise _too_many("too many failed authentications from this address", banned_for)
+    try:
+        if token is None:
+            raise unauthorized("missing token: send 'Authorization: Bearer <token>'")
+        caller = await ctx.identity.authenticate(token)
+    except ApiError:
+        ctx.metrics.auth_failures.inc()
+        ctx.failed_auth.record_failure(ip, now)
+        raise
+    wait = ctx.rate_limiter.check(f"jti:{caller.claims.jti}", now)
+    if wait:
+        raise _too_many("rate limit exceeded for this token", wait)
+    return caller
+
+
+async def current_caller(request: Request, ctx: Ctx) -> Caller:
+    return await authenticate(request, ctx, bearer_token(request))
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]

@@ -1,0 +1,65 @@
+"""Which zone and workspace a request acts on.
+
+The scope comes from the document's metadata, else the request's query, else the
+caller's defaults, else the server's zone. When the document and the query both name
+one and they differ, the request is refused: RBAC must check the scope that is really
+written, and guessing which one the user meant is how the original let users act in
+workspaces they had no right to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dora.api.errors import invalid
+from dora.api.identity import Caller
+from dora.model import KindInfo
+
+ALL_ZONES = "All"
+
+
+@dataclass(frozen=True)
+class Scope:
+    zone: str
+    workspace: str
+
+
+def _pick(
+    label: str, from_doc: str | None, from_query: str | None, fallbacks: tuple[str | None, ...]
+) -> str:
+    if from_doc and from_query and from_doc != from_query:
+        raise invalid(
+            f"metadata.{label} is {from_doc!r} but the request is for {label} {from_query!r}; "
+            f"drop one of them or make them agree",
+            field=f"metadata.{label}",
+        )
+    for value in (from_doc, from_query, *fallbacks):
+        if value:
+            return value
+    return ""
+
+
+def resolve_scope(
+    info: KindInfo,
+    caller: Caller,
+    server_zone: str,
+    *,
+    doc_zone: str | None = None,
+    doc_workspace: str | None = None,
+    query_zone: str | None = None,
+    query_workspace: str | None = None,
+) -> Scope:
+    """The (zone, workspace) a single-resource request acts on; empty for global parts."""
+    zone = (
+        _pick("zone", doc_zone, query_zone, (caller.user.default_zone, server_zone))
+        if info.zoned
+        else ""
+    )
+    workspace = (
+        _pick("workspace", doc_workspace, query_workspace, (caller.default_workspace(),))
+        if info.workspaced
+        else ""
+    )
+    if zone == ALL_ZONES:
+        raise invalid("zone All names every zone; name one zone here", field="zone")
+    return Scope(zone, workspace)

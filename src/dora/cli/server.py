@@ -1,0 +1,104 @@
+"""`dora server …`: the long-running services (API now; scheduler, node agent and
+credit checker as they land)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dora.api.settings import ApiSettings, SettingsError
+
+server_app = typer.Typer(
+    name="server",
+    help="Run Dora's services. Each reads the environment variables of the admin guide.",
+    no_args_is_help=True,
+)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg="red")
+    return typer.Exit(2)
+
+
+@server_app.command(
+    "api",
+    help=(
+        "Run the API server (port 3000 by default).\n\n"
+        "Environment: ZONE (required), secret (required, the same on every replica), "
+        "INIT_DB=true on the first start (creates the schema and prints the admin token "
+        "once), DB_NAME, CONTACT_POINTS (ScyllaDB/Cassandra; without it an embedded "
+        "SQLite file in DORA_DATA_DIR), HOST_IP, PORT, DORA_TLS_CERT/DORA_TLS_KEY.\n\n"
+        "Example:\n\n"
+        "  ZONE=dora-cluster-1 secret=$(openssl rand -hex 32) INIT_DB=true dora server api"
+    ),
+)
+def api_cmd(
+    port: Annotated[int | None, typer.Option(help="TCP port (env PORT, default 3000)")] = None,
+    host: Annotated[str | None, typer.Option(help="address to bind (default 0.0.0.0)")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate for HTTPS")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for HTTPS")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    import uvicorn
+
+    from dora.api.app import create_app
+    from dora.store import StoreError
+    from dora.store.config import StoreSettings, open_store
+
+    configure_logging(log_level.upper())
+    try:
+        settings = ApiSettings.from_env()
+        store_settings = StoreSettings.from_env(os.environ)
+    except (SettingsError, StoreError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if bool(tls_cert) != bool(tls_key):
+        raise _fail("--tls-cert and --tls-key go together")
+    settings = replace(
+        settings,
+        port=port or settings.port,
+        host=host or settings.host,
+        tls_cert=str(tls_cert) if tls_cert else settings.tls_cert,
+        tls_key=str(tls_key) if tls_key else settings.tls_key,
+    )
+
+    async def run() -> None:
+        store = await open_store(store_settings)
+        if not settings.init_db and not await store.is_initialized():
+            await store.close()
+            raise SettingsError(
+                "the database is not initialized yet: start the first API replica with "
+                "INIT_DB=true (it creates the schema and prints the admin token once)"
+            )
+        app = create_app(settings, store)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ssl_certfile=settings.tls_cert,
+            ssl_keyfile=settings.tls_key,
+            log_level=log_level.lower(),
+            proxy_headers=False,
+        )
+        await uvicorn.Server(config).serve()
+
+    try:
+        asyncio.run(run())
+    except (SettingsError, StoreError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(server_app)
