@@ -2,6 +2,7 @@
 # The whole test suite: install, lint, type-check, tests. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/services.sh
 bash scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check src tests bench
