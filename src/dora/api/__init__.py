@@ -1,0 +1,1 @@
+"""The API server: FastAPI app (`dora.api.app`), services, routers and wire schemas."""

@@ -1,0 +1,368 @@
+"""`dora apply`, `delete`, `get`, `describe`, `why`, `pause`, `resume`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+
+from dora.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    AllOpt,
+    CaCertOpt,
+    DebugOpt,
+    InsecureOpt,
+    OutputOpt,
+    ProfileOpt,
+    WorkspaceOpt,
+    ZoneOpt,
+    client_for,
+    fail,
+    handle_errors,
+)
+
+FilesOpt = Annotated[
+    list[str],
+    typer.Option("-f", "--file", help="YAML file, folder (every *.yaml/*.yml) or - for stdin"),
+]
+
+
+def _kind(text: str) -> str:
+    from dora.model import UnknownKindError, resolve_kind
+
+    try:
+        return resolve_kind(text).name
+    except UnknownKindError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+
+
+def _load(files: list[str]) -> Any:
+    """Read and check every document locally first (offline errors, with line numbers)."""
+    from dora.model import check_paths
+
+    report = check_paths(files)
+    if report.unreadable:
+        raise fail("; ".join(str(e) for e in report.unreadable), EXIT_USAGE)
+    return report
+
+
+def apply_cmd(
+    files: FilesOpt,
+    workspace: WorkspaceOpt = None,
+    zone: ZoneOpt = None,
+    profile: ProfileOpt = None,
+    insecure: InsecureOpt = False,
+    ca_cert: CaCertOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Create or update resources from YAML; one line per document.
+
+    Every valid document is applied even if others are invalid; the command exits 1
+    when any document failed.
+
+    Examples:
+
+      dora apply -f job.yaml
+
+      dora apply -f manifests/ -g my-team
+
+      cat job.yaml | dora apply -f -
+    """
+    from dora.client import DoraError
+
+    report = _load(files)
+    failed = 0
+    with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
+        for result in report.results:
+            where = f"{result.source} doc {result.index + 1}"
+            assert result.resource is not None or not result.ok
+            if not result.ok:
+                failed += 1
+                for issue in result.issues:
+                    typer.echo(f"error  {issue}", err=True)
+                continue
+            resource = result.resource
+            label = f"{resource.kind.lower()}/{resource.name}"
+            try:
+                out = dora.apply(resource.to_document(), zone=zone, workspace=workspace)
+            except DoraError as exc:
+                if debug:
+                    raise
+                failed += 1
+                field = f"{exc.field}: " if exc.field and exc.field not in exc.message else ""
+                typer.echo(f"error  {where}: {label}: {field}{exc.message}", err=True)
+                continue
+            typer.echo(f"{label} {out.status}")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def delete_cmd(
+    kind: Annotated[str | None, typer.Argument(help="kind or alias, e.g. wk")] = None,
+    name: Annotated[str | None, typer.Argument(help="resource name")] = None,
+    files: Annotated[
+        list[str] | None, typer.Option("-f", "--file", help="delete what these files define")
+    ] = None,
+    cascade: Annotated[
+        bool, typer.Option("--cascade", help="also delete what depends on it")
+    ] = False,
+    workspace: WorkspaceOpt = None,
+    zone: ZoneOpt = None,
+    profile: ProfileOpt = None,
+    insecure: InsecureOpt = False,
+    ca_cert: CaCertOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Delete resources. Workloads drain first: their containers stop, then they go.
+
+    Examples:
+
+      dora delete wk my-job
+
+      dora delete -f job.yaml
+
+      dora delete ws old-team --cascade
+    """
+    from dora.client import DoraError
+
+    targets: list[tuple[str, str, str | None, str | None]] = []
+    if files:
+        for result in _load(files).results:
+            if result.ok:
+                r = result.resource
+                targets.append((r.kind, r.name, r.zone or zone, r.workspace or workspace))
+            else:
+                for issue in result.issues:
+                    typer.echo(f"error  {issue}", err=True)
+    elif kind and name:
+        targets.append((_kind(kind), name, zone, workspace))
+    else:
+        raise fail("name a KIND and NAME, or pass -f FILE", EXIT_USAGE)
+    failed = 0
+    with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
+        for k, n, z, w in targets:
+            try:
+                out = dora.delete(k, n, zone=z, workspace=w, cascade=cascade)
+                typer.echo(f"{k.lower()}/{n} {out.status}")
+            except DoraError as exc:
+                if debug:
+                    raise
+                failed += 1
+                typer.echo(f"error  {k.lower()}/{n}: {exc.message}", err=True)
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print(kind: str, rows: list[dict[str, Any]], output: str | None, now: float) -> None:
+    from dora.cli.tables import render
+
+    if output == "json":
+        typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+    elif output == "yaml":
+        import yaml
+
+        typer.echo(yaml.safe_dump(rows, sort_keys=False).rstrip())
+    elif output in (None, "wide"):
+        typer.echo(render(kind, rows, now, wide=output == "wide"))
+    else:
+        raise fail(f"unknown output {output!r}: use wide, json or yaml", EXIT_USAGE)
+
+
+@handle_errors
+def get_cmd(
+    kind: Annotated[str, typer.Argument(help="kind or alias: wk, c, node, gpu, cpu, vol, …")],
+    name: Annotated[str | None, typer.Argument(help="one resource")] = None,
+    output: OutputOpt = None,
+    watch: Annotated[bool, typer.Option("-w", "--watch", help="refresh every 2 s")] = False,
+    all_workspaces: AllOpt = False,
+    workspace: WorkspaceOpt = None,
+    zone: ZoneOpt = None,
+    profile: ProfileOpt = None,
+    insecure: InsecureOpt = False,
+    ca_cert: CaCertOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List resources as a table (or one, by name).
+
+    Examples:
+
+      dora get nodes
+
+      dora get wk -A
+
+      dora get c my-job.1 -o yaml
+
+      dora get gpu -z dora-cluster-1
+    """
+    canonical = _kind(kind)
+    with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
+        while True:
+            if name:
+                rows = [dora.get(canonical, name, zone=zone, workspace=workspace)]
+            else:
+                rows = dora.list(
+                    canonical, zone=zone, workspace=workspace, all_workspaces=all_workspaces
+                )
+            dumped = [r.model_dump(mode="json") for r in rows]
+            if watch:
+                typer.echo("\x1b[2J\x1b[H", nl=False)
+            _print(canonical, dumped, output, time.time())
+            if not watch:
+                return
+            time.sleep(2)
+
+
+@handle_errors
+def describe_cmd(
+    kind: Annotated[str, typer.Argument(help="kind or alias")],
+    name: Annotated[str, typer.Argument(help="resource name")],
+    output: OutputOpt = None,
+    workspace: WorkspaceOpt = None,
+    zone: ZoneOpt = None,
+    profile: ProfileOpt = None,
+    insecure: InsecureOpt = False,
+    ca_cert: CaCertOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Show everything about one resource: spec, desired, computed, observed, events.
+
+    Example:
+
+      dora describe wk my-job
+    """
+    import yaml
+
+    from dora.client import DoraError
+
+    canonical = _kind(kind)
+    with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
+        record = dora.get(canonical, name, zone=zone, workspace=workspace).model_dump(mode="json")
+        try:
+            events = dora.events(
+                canonical,
+                name,
+                zone=record["zone"] or None,
+                workspace=record["workspace"] or None,
+                limit=20,
+            )
+        except DoraError:
+            events = []  # the caller may describe without the Event verb
+    record["events"] = [
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e.at))}  {e.reason}  "
+        f"{e.message}  ({e.actor})"
+        for e in events
+    ]
+    if output == "json":
+        typer.echo(json.dumps(record, indent=2, sort_keys=True))
+    else:
+        typer.echo(yaml.safe_dump(record, sort_keys=False).rstrip())
+
+
+@handle_errors
+def why_cmd(
+    kind: Annotated[str, typer.Argument(help="wk (or c)")],
+    name: Annotated[str, typer.Argument(help="workload or container name")],
+    workspace: WorkspaceOpt = None,
+    zone: ZoneOpt = None,
+    profile: ProfileOpt = None,
+    insecure: InsecureOpt = False,
+    ca_cert: CaCertOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Say why a workload (or container) is not running yet.
+
+    Example:
+
+      dora why wk big-training
+    """
+    canonical = _kind(kind)
+    with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
+        record = dora.get(canonical, name, zone=zone, workspace=workspace)
+    computed = record.computed or {}
+    observed = record.observed or {}
+    status = record.status or "-"
+    reason = observed.get("reason") or computed.get("reason")
+    typer.echo(f"{canonical.lower()}/{name}: {status}")
+    if reason:
+        typer.echo(f"reason: {reason}")
+    for line in computed.get("explain") or []:
+        typer.echo(f"  {line}")
+    if not reason and not computed.get("explain"):
+        typer.echo("no reason recorded: it is not waiting on the scheduler")
+
+
+def _pause(
+    name: str,
+    paused: bool,
+    workspace: str | None,
+    zone: str | None,
+    profile: str | None,
+    insecure: bool,
+    ca_cert: str | None,
+) -> None:
+    with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
+        if paused:
+            dora.pause(name, zone=zone, workspace=workspace)
+        else:
+            dora.resume(name, zone=zone, workspace=workspace)
+    typer.echo(f"workload/{name} {'paused' if paused else 'resumed'}")
+
+
+def _workload_kind(kind: str) -> None:
+    if _kind(kind) != "Workload":
+        raise fail("only workloads can be paused and resumed: use `wk`", EXIT_USAGE)
+
+
+@handle_errors
+def pause_cmd(
+    kind: Annotated[str, typer.Argument(help="wk")],
+    name: Annotated[str, typer.Argument(help="workload name")],
+    workspace: WorkspaceOpt = None,
+    zone: ZoneOpt = None,
+    profile: ProfileOpt = None,
+    insecure: InsecureOpt = False,
+    ca_cert: CaCertOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Pause a workload: its containers are paused, their GPUs stay booked.
+
+    Example:
+
+      dora pause wk my-job
+    """
+    _workload_kind(kind)
+    _pause(name, True, workspace, zone, profile, insecure, ca_cert)
+
+
+@handle_errors
+def resume_cmd(
+    kind: Annotated[str, typer.Argument(help="wk")],
+    name: Annotated[str, typer.Argument(help="workload name")],
+    workspace: WorkspaceOpt = None,
+    zone: ZoneOpt = None,
+    profile: ProfileOpt = None,
+    insecure: InsecureOpt = False,
+    ca_cert: CaCertOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Resume a paused workload.
+
+    Example:
+
+      dora resume wk my-job
+    """
+    _workload_kind(kind)
+    _pause(name, False, workspace, zone, profile, insecure, ca_cert)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("apply")(handle_errors(apply_cmd))
+    app.command("delete")(handle_errors(delete_cmd))
+    app.command("get")(get_cmd)
+    app.command("describe")(describe_cmd)
+    app.command("why")(why_cmd)
+    app.command("pause")(pause_cmd)
+    app.command("resume")(resume_cmd)

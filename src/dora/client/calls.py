@@ -1,0 +1,144 @@
+"""Every API call as a plain description (method, path, query, body, reply model), so
+the sync and async clients share one definition of the API and differ only in how
+they send it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from dora.api.schemas import (
+    ApplyBatchOut,
+    ApplyResult,
+    Assignments,
+    DeleteResult,
+    EventList,
+    NodeReport,
+    ReportOut,
+    ResourceList,
+    ResourceOut,
+    TokenCreate,
+    TokenCreated,
+    TokenList,
+    TokenOut,
+    VersionInfo,
+    VersionList,
+    WhoAmI,
+)
+
+T = TypeVar("T", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    reply: type[T]
+    params: dict[str, Any] = field(default_factory=dict)
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    """Overrides the client's read timeout (long-polls wait on purpose)."""
+
+
+def _scope(zone: str | None, workspace: str | None, **more: Any) -> dict[str, Any]:
+    params = {"zone": zone, "workspace": workspace, **more}
+    return {k: v for k, v in params.items() if v not in (None, False)}
+
+
+def version() -> Call[VersionInfo]:
+    return Call("GET", "/v1/version", VersionInfo)
+
+
+def whoami() -> Call[WhoAmI]:
+    return Call("GET", "/v1/whoami", WhoAmI)
+
+
+def apply(doc: dict[str, Any], zone: str | None, workspace: str | None) -> Call[ApplyResult]:
+    return Call("POST", "/v1/apply", ApplyResult, _scope(zone, workspace), doc)
+
+
+def apply_many(
+    docs: list[dict[str, Any]], zone: str | None, workspace: str | None
+) -> Call[ApplyBatchOut]:
+    return Call("POST", "/v1/apply-many", ApplyBatchOut, _scope(zone, workspace), docs)
+
+
+def list_(
+    kind: str, zone: str | None, workspace: str | None, all_workspaces: bool
+) -> Call[ResourceList]:
+    return Call(
+        "GET", f"/v1/resources/{kind}", ResourceList, _scope(zone, workspace, all=all_workspaces)
+    )
+
+
+def get(kind: str, name: str, zone: str | None, workspace: str | None) -> Call[ResourceOut]:
+    return Call("GET", f"/v1/resources/{kind}/{name}", ResourceOut, _scope(zone, workspace))
+
+
+def delete(
+    kind: str, name: str, zone: str | None, workspace: str | None, cascade: bool
+) -> Call[DeleteResult]:
+    return Call(
+        "DELETE",
+        f"/v1/resources/{kind}/{name}",
+        DeleteResult,
+        _scope(zone, workspace, cascade=cascade),
+    )
+
+
+def events(
+    kind: str, name: str, zone: str | None, workspace: str | None, limit: int
+) -> Call[EventList]:
+    return Call(
+        "GET",
+        f"/v1/resources/{kind}/{name}/events",
+        EventList,
+        _scope(zone, workspace, limit=limit),
+    )
+
+
+def versions(kind: str, name: str, zone: str | None, workspace: str | None) -> Call[VersionList]:
+    return Call(
+        "GET", f"/v1/resources/{kind}/{name}/versions", VersionList, _scope(zone, workspace)
+    )
+
+
+def pause(name: str, zone: str | None, workspace: str | None, paused: bool) -> Call[ResourceOut]:
+    verb = "pause" if paused else "resume"
+    return Call("POST", f"/v1/workloads/{name}/{verb}", ResourceOut, _scope(zone, workspace))
+
+
+def create_token(
+    user: str, workspace: str, token_id: str, expires_in_s: int | None
+) -> Call[TokenCreated]:
+    body = TokenCreate(user=user, workspace=workspace, id=token_id, expires_in_s=expires_in_s)
+    return Call("POST", "/v1/tokens", TokenCreated, body=body.model_dump(exclude_none=True))
+
+
+def list_tokens(user: str | None) -> Call[TokenList]:
+    return Call("GET", "/v1/tokens", TokenList, {"user": user} if user else {})
+
+
+def revoke_token(jti: str) -> Call[TokenOut]:
+    return Call("DELETE", f"/v1/tokens/{jti}", TokenOut)
+
+
+def report(name: str, zone: str | None, agent: str, body: NodeReport) -> Call[ReportOut]:
+    return Call(
+        "POST",
+        f"/v1/nodes/{name}/report",
+        ReportOut,
+        _scope(zone, None),
+        body.model_dump(mode="json"),
+        {"X-Dora-Agent": agent},
+    )
+
+
+def assignments(name: str, zone: str | None, since: str | None, wait_s: float) -> Call[Assignments]:
+    params = _scope(zone, None, since=since)
+    if wait_s:
+        params["wait"] = wait_s
+    return Call("GET", f"/v1/nodes/{name}/assignments", Assignments, params, timeout=wait_s + 30)

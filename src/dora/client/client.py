@@ -1,0 +1,276 @@
+"""Sync and async clients of the Dora API: one typed method per API call.
+
+    from dora.client import Client
+
+    with Client("http://127.0.0.1:3000", token) as dora:
+        dora.apply(document)
+        for wk in dora.list("wk"):
+            print(wk.name, wk.status)
+
+Errors are typed (`NotFound`, `Forbidden`, `Invalid` with ``.field``, …; see
+`dora.client.errors`). TLS: pass ``verify=False`` for a self-signed API certificate
+you trust, or ``verify="/path/ca.pem"``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from dora import __version__
+from dora.api.schemas import (
+    ApplyBatchOut,
+    ApplyResult,
+    Assignments,
+    DeleteResult,
+    EventOut,
+    NodeReport,
+    ReportOut,
+    ResourceOut,
+    TokenCreated,
+    TokenOut,
+    VersionInfo,
+    VersionOut,
+    WhoAmI,
+)
+from dora.client import calls
+from dora.client.calls import Call
+from dora.client.errors import ConnectionFailed, DoraError, error_for
+
+T = TypeVar("T", bound=BaseModel)
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"User-Agent": f"dora-client/{__version__}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _request_kwargs(call: Call[Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"params": call.params, "headers": call.headers}
+    if call.body is not None:
+        kwargs["json"] = call.body
+    if call.timeout is not None:
+        kwargs["timeout"] = httpx.Timeout(DEFAULT_TIMEOUT, read=call.timeout)
+    return kwargs
+
+
+def _parse(call: Call[T], response: httpx.Response) -> T:
+    if response.is_success:
+        return call.reply.model_validate(response.json())
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    raise error_for(response.status_code, body, response.headers.get("retry-after"))
+
+
+def _unreachable(base_url: str, exc: httpx.HTTPError) -> DoraError:
+    return ConnectionFailed(f"cannot reach the Dora API at {base_url}: {exc}")
+
+
+class Client:
+    """Blocking client (the CLI uses it)."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        *,
+        verify: bool | str = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.server, headers=_headers(token), verify=verify, timeout=timeout
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(call.method, call.path, **_request_kwargs(call))
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.server, exc) from None
+        return _parse(call, response)
+
+    def version(self) -> VersionInfo:
+        return self.call(calls.version())
+
+    def whoami(self) -> WhoAmI:
+        return self.call(calls.whoami())
+
+    def apply(
+        self, doc: dict[str, Any], *, zone: str | None = None, workspace: str | None = None
+    ) -> ApplyResult:
+        return self.call(calls.apply(doc, zone, workspace))
+
+    def apply_many(
+        self,
+        docs: builtins.list[dict[str, Any]],
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+    ) -> ApplyBatchOut:
+        return self.call(calls.apply_many(docs, zone, workspace))
+
+    def list(
+        self,
+        kind: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        all_workspaces: bool = False,
+    ) -> builtins.list[ResourceOut]:
+        return self.call(calls.list_(kind, zone, workspace, all_workspaces)).items
+
+    def get(
+        self, kind: str, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        return self.call(calls.get(kind, name, zone, workspace))
+
+    def delete(
+        self,
+        kind: str,
+        name: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        cascade: bool = False,
+    ) -> DeleteResult:
+        return self.call(calls.delete(kind, name, zone, workspace, cascade))
+
+    def events(
+        self,
+        kind: str,
+        name: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        limit: int = 50,
+    ) -> builtins.list[EventOut]:
+        return self.call(calls.events(kind, name, zone, workspace, limit)).items
+
+    def versions(
+        self, kind: str, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> builtins.list[VersionOut]:
+        return self.call(calls.versions(kind, name, zone, workspace)).items
+
+    def pause(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        return self.call(calls.pause(name, zone, workspace, True))
+
+    def resume(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        return self.call(calls.pause(name, zone, workspace, False))
+
+    def create_token(
+        self, user: str, workspace: str, token_id: str = "1", *, expires_in_s: int | None = None
+    ) -> TokenCreated:
+        return self.call(calls.create_token(user, workspace, token_id, expires_in_s))
+
+    def list_tokens(self, user: str | None = None) -> builtins.list[TokenOut]:
+        return self.call(calls.list_tokens(user)).items
+
+    def revoke_token(self, jti: str) -> TokenOut:
+        return self.call(calls.revoke_token(jti))
+
+
+class AsyncClient:
+    """Asyncio client (node agents, the SDK's async users)."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        *,
+        verify: bool | str = True,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.server, headers=_headers(token), verify=verify, timeout=timeout
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, call: Call[T]) -> T:
+        try:
+            response = await self._http.request(call.method, call.path, **_request_kwargs(call))
+        except httpx.HTTPError as exc:
+            raise _unreachable(self.server, exc) from None
+        return _parse(call, response)
+
+    async def version(self) -> VersionInfo:
+        return await self.call(calls.version())
+
+    async def whoami(self) -> WhoAmI:
+        return await self.call(calls.whoami())
+
+    async def apply(
+        self, doc: dict[str, Any], *, zone: str | None = None, workspace: str | None = None
+    ) -> ApplyResult:
+        return await self.call(calls.apply(doc, zone, workspace))
+
+    async def list(
+        self,
+        kind: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        all_workspaces: bool = False,
+    ) -> builtins.list[ResourceOut]:
+        return (await self.call(calls.list_(kind, zone, workspace, all_workspaces))).items
+
+    async def get(
+        self, kind: str, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        return await self.call(calls.get(kind, name, zone, workspace))
+
+    async def delete(
+        self,
+        kind: str,
+        name: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        cascade: bool = False,
+    ) -> DeleteResult:
+        return await self.call(calls.delete(kind, name, zone, workspace, cascade))
+
+    async def report(
+        self, node: str, body: NodeReport, *, agent: str, zone: str | None = None
+    ) -> ReportOut:
+        return await self.call(calls.report(node, zone, agent, body))
+
+    async def assignments(
+        self, node: str, *, zone: str | None = None, since: str | None = None, wait_s: float = 0
+    ) -> Assignments:
+        return await self.call(calls.assignments(node, zone, since, wait_s))
