@@ -253,3 +253,7 @@ def test_resource_can_be_built_in_code_and_is_checked() -> None:
         Resource(kind="GPU", name="g")
     with pytest.raises(TypeError):
         built.spec_as(NodeSpec)
+    with pytest.raises(ValidationError, match="workspace: All is a wildcard"):
+        Resource(kind="Volume", name="v", workspace="All", spec=VolumeSpec(storage="s"))
+    with pytest.raises(ValidationError, match="zone: must be a name"):
+        Resource(kind="Node", name="n", zone="a b", spec=NodeSpec(endpoint="https://h:1"))

@@ -28,18 +28,7 @@ Decisions worth knowing (see each module for the why):
 
 from __future__ import annotations
 
-from dora.model.document import (
-    API_VERSION,
-    DocumentResult,
-    Resource,
-    check_objects,
-    container_for,
-    container_name,
-    load_objects,
-    parse_document,
-    resource_name_problem,
-    split_container_name,
-)
+from dora.model.document import DocumentResult, check_objects, load_objects, parse_document
 from dora.model.errors import DocumentError, Issue, LoadError, PathError, UnknownKindError
 from dora.model.kinds import KINDS, PSEUDO_KINDS, KindInfo, resolve_kind
 from dora.model.loader import (
@@ -51,7 +40,9 @@ from dora.model.loader import (
     load_yaml,
     read_yaml_documents,
 )
+from dora.model.names import container_name, resource_name_problem, split_container_name
 from dora.model.paths import PathsReport, check_paths, expand_path, load_paths
+from dora.model.resource import API_VERSION, Resource, container_for
 from dora.model.scalars import ALL, YamlFloat
 from dora.model.specs import (
     ADMIN_ONLY_KEYS,

@@ -1,4 +1,4 @@
-"""The document envelope (apiVersion, kind, metadata, spec, meta) and :class:`Resource`.
+"""Parsing the document envelope (apiVersion, kind, metadata, spec, meta) into a Resource.
 
 :func:`parse_document` is the one entry point from untrusted data to a validated
 resource: the CLI (YAML files), the API (JSON bodies) and tests all go through it,
@@ -9,204 +9,25 @@ in the document, not just the first.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializeAsAny,
-    ValidationError,
-    model_validator,
-)
+from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
 
 from dora.model.errors import DocumentError, Issue, LoadError
-from dora.model.kinds import KINDS, KindInfo, unknown_kind_message
-from dora.model.scalars import ALL, NAME_MAX, YamlFloat, describe, name_problem, scalar_text
-from dora.model.specs import SPEC_MODELS, ResourcecreditSpec, Spec, WorkloadSpec
-from dora.model.specs.base import EmptySpec
+from dora.model.kinds import KINDS, KindInfo
+from dora.model.names import resource_name_problem
+from dora.model.resource import API_VERSION, Resource, kind_problem, scope_problems
+from dora.model.scalars import ALL, YamlFloat, describe, name_problem, scalar_text
+from dora.model.specs import SPEC_MODELS, ResourcecreditSpec, Spec
 from dora.model.translate import Loc, format_path, problems_from_error
 
-API_VERSION = "v1"
 TOP_LEVEL_KEYS = ("apiVersion", "kind", "metadata", "spec", "meta")
 METADATA_KEYS = ("name", "zone", "workspace", "group")
-RESERVED_NAMES: dict[str, str] = {
-    "Zone": "every zone",
-    "Workspace": "every workspace",
-    "Node": "any node",
-}
-"""Kinds whose resources may not be called ``All``: the word is their wildcard."""
 
 MAX_META_DEPTH = 64
-
-S = TypeVar("S", bound=Spec)
-
-_CONTAINER_NAME = re.compile(r"(?P<workload>.+)\.(?P<index>[1-9][0-9]*)")
-_PRODUCT_NAME_BAD = re.compile(r"[\x00-\x1f\x7f/]")
-
-
-# --- names --------------------------------------------------------------------------
-
-
-def container_name(workload: str, index: int) -> str:
-    """Name of replica ``index`` (from 1) of ``workload``: ``blue.red`` + 1 → ``blue.red.1``."""
-    if index < 1:
-        raise ValueError(f"container indexes start at 1 (got {index})")
-    return f"{workload}.{index}"
-
-
-def split_container_name(name: str) -> tuple[str, int]:
-    """``blue.red.1`` → (``blue.red``, 1). Raises ``ValueError`` for other names."""
-    match = _CONTAINER_NAME.fullmatch(name)
-    if not match or name_problem(match["workload"]):
-        raise ValueError(f"not a container name (<workload>.<n>, n from 1): {name!r}")
-    return match["workload"], int(match["index"])
-
-
-def resource_name_problem(kind: str, name: str) -> str | None:
-    """Why ``name`` cannot name a ``kind`` resource, or ``None``.
-
-    Resourcecredit names are GPU product names (spaces allowed); Container names
-    are ``<workload>.<n>``; every other kind uses DNS-like names with dots allowed.
-    """
-    if kind == "Resourcecredit":
-        if len(name) > NAME_MAX:
-            return f"must be at most {NAME_MAX} characters (got {len(name)})"
-        if name != name.strip() or _PRODUCT_NAME_BAD.search(name):
-            return (
-                "must be a GPU product name: no leading or trailing spaces, "
-                f"no '/' or control characters (got {describe(name)})"
-            )
-        return None
-    if kind == "Container":
-        try:
-            split_container_name(name)
-        except ValueError:
-            return f"must be <workload>.<n> with n from 1, like train.1 (got {describe(name)})"
-    problem = name_problem(name)
-    if problem is None and name == ALL and kind in RESERVED_NAMES:
-        return f"{ALL} is reserved: it means {RESERVED_NAMES[kind]}"
-    return problem
-
-
-def _scope_problems(
-    info: KindInfo, zone: Any, workspace: Any, ws_key: str
-) -> list[tuple[Loc, str]]:
-    out: list[tuple[Loc, str]] = []
-    if zone is not None and not info.zoned:
-        out.append(
-            (("metadata", "zone"), f"{info.name} is a global kind: metadata.zone is not allowed")
-        )
-    if workspace is not None and not info.workspaced:
-        scope = "a global kind" if not info.zoned else "zoned but not workspaced"
-        out.append(
-            (("metadata", ws_key), f"{info.name} is {scope}: metadata.{ws_key} is not allowed")
-        )
-    return out
-
-
-# --- the resource -------------------------------------------------------------------
-
-
-class Resource(BaseModel):
-    """A validated document.
-
-    ``zone`` / ``workspace`` are ``None`` when the document leaves them to the
-    caller's defaults (``-z``, the token's default workspace, the API's ``ZONE``).
-    ``spec`` is the kind's spec model (see :data:`dora.model.SPEC_MODELS`) with every
-    default filled; ``meta`` is the free-form top-level ``meta``, stored as-is.
-    """
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-    kind: str
-    name: str
-    zone: str | None = None
-    workspace: str | None = None
-    spec: SerializeAsAny[Spec] = Field(default_factory=EmptySpec)
-    meta: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _spec_from_kind(cls, data: Any) -> Any:
-        # Lets ``Resource.model_validate({"kind": ..., "spec": {...}})`` build the right
-        # spec model; ``parse_document`` passes ready models and is unaffected.
-        if isinstance(data, dict) and data.get("kind") in SPEC_MODELS:
-            spec = data.get("spec")
-            if spec is None or isinstance(spec, dict):
-                data = {**data, "spec": SPEC_MODELS[data["kind"]].model_validate(spec or {})}
-        return data
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Resource:
-        model = SPEC_MODELS.get(self.kind)
-        if model is None:
-            raise PydanticCustomError("dora", "{reason}", {"reason": _kind_problem(self.kind)})
-        problems = _scope_problems(self.info, self.zone, self.workspace, "workspace")
-        name_issue = resource_name_problem(self.kind, self.name)
-        if name_issue:
-            problems.append((("name",), name_issue))
-        if type(self.spec) is not model:
-            problems.append((("spec",), f"must be a {model.__name__} for kind {self.kind}"))
-        if problems:
-            text = "; ".join(f"{format_path(loc)}: {msg}" for loc, msg in problems)
-            raise PydanticCustomError("dora", "{reason}", {"reason": text})
-        return self
-
-    @property
-    def info(self) -> KindInfo:
-        return KINDS[self.kind]
-
-    def spec_as(self, model: type[S]) -> S:
-        """The spec, typed: ``r.spec_as(WorkloadSpec)``; ``TypeError`` if it is another kind."""
-        if not isinstance(self.spec, model):
-            raise TypeError(f"{self.kind} {self.name} has a {type(self.spec).__name__}")
-        return self.spec
-
-    def spec_dict(self) -> dict[str, Any]:
-        """The spec as JSON-ready data, defaults filled, unset optional fields omitted."""
-        return self.spec.to_dict()
-
-    def to_document(self) -> dict[str, Any]:
-        """The canonical document: what ``parse_document`` reads back into an equal Resource."""
-        metadata: dict[str, Any] = {"name": self.name}
-        if self.zone is not None:
-            metadata["zone"] = self.zone
-        if self.workspace is not None:
-            metadata["workspace"] = self.workspace
-        doc: dict[str, Any] = {
-            "apiVersion": API_VERSION,
-            "kind": self.kind,
-            "metadata": metadata,
-            "spec": self.spec_dict(),
-        }
-        if self.meta:
-            doc["meta"] = self.meta
-        return doc
-
-
-def container_for(workload: Resource, index: int) -> Resource:
-    """The Container resource for replica ``index`` (from 1) of ``workload``.
-
-    Its spec is the workload's spec (the same immutable object).
-    """
-    if workload.kind != "Workload":
-        raise ValueError(f"expected a Workload, got {workload.kind}")
-    return Resource(
-        kind="Container",
-        name=container_name(workload.name, index),
-        zone=workload.zone,
-        workspace=workload.workspace,
-        spec=workload.spec_as(WorkloadSpec),
-        meta=dict(workload.meta),
-    )
-
-
-# --- parsing ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -221,15 +42,6 @@ class DocumentResult:
     @property
     def ok(self) -> bool:
         return self.resource is not None and not self.issues
-
-
-def _kind_problem(kind: Any) -> str:
-    if not isinstance(kind, str):
-        return f"must be a string naming a kind (got {describe(kind)})"
-    info = KINDS.get(kind)
-    if info is not None and info.readonly:
-        return f"{kind} is a read-only view computed from node reports; it cannot be applied"
-    return unknown_kind_message(kind)
 
 
 def _text(value: Any) -> tuple[str | None, str | None]:
@@ -298,7 +110,7 @@ def _parse_mapping(obj: dict[Any, Any], problems: list[tuple[Loc, str]]) -> Reso
     elif isinstance(kind, str) and kind in SPEC_MODELS:
         info = KINDS[kind]
     else:
-        problems.append((("kind",), _kind_problem(kind)))
+        problems.append((("kind",), kind_problem(kind)))
 
     if info is None:
         # Not a Dora document (a Kubernetes manifest, a typo in kind): the rest of it
@@ -371,7 +183,7 @@ def _parse_metadata(
             )
         )
     workspace = workspace if workspace is not None else group
-    problems.extend(_scope_problems(info, metadata.get("zone"), metadata.get(ws_key), ws_key))
+    problems.extend(scope_problems(info, metadata.get("zone"), metadata.get(ws_key), ws_key))
     return name, zone, workspace
 
 

@@ -28,13 +28,9 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from dora.model.document import (
-    DocumentResult,
-    Resource,
-    parse_document,
-    resources_or_raise,
-)
+from dora.model.document import DocumentResult, parse_document, resources_or_raise
 from dora.model.errors import DocumentError, Issue, LoadError
+from dora.model.resource import Resource
 from dora.model.scalars import YamlFloat
 from dora.model.translate import Loc, format_path
 

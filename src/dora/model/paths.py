@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from dora.model.document import DocumentResult, Resource, resources_or_raise
+from dora.model.document import DocumentResult, resources_or_raise
 from dora.model.errors import Issue, PathError
 from dora.model.loader import check_documents
+from dora.model.resource import Resource
 
 STDIN = "-"
 STDIN_SOURCE = "<stdin>"

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from dora.model.scalars import describe
 from dora.model.specs.base import EmptySpec
-from dora.model.specs.workload import ADMIN_ONLY_KEYS, ADMIN_ONLY_REASON, Config, WorkloadSpec
+from dora.model.specs.runtime import Config
+from dora.model.specs.workload import ADMIN_ONLY_KEYS, ADMIN_ONLY_REASON, WorkloadSpec
 
 Loc = tuple[str | int, ...]
 

@@ -2,6 +2,7 @@
 
 from dora.store.base import (
     EVENT_LIMIT,
+    FIELDS,
     HISTORY_LIMIT,
     AlreadyExists,
     Change,
@@ -27,6 +28,7 @@ from dora.store.base import (
 
 __all__ = [
     "EVENT_LIMIT",
+    "FIELDS",
     "HISTORY_LIMIT",
     "AlreadyExists",
     "Change",

@@ -41,6 +41,12 @@ Leases
     Named leases with a holder, an expiry and a fencing token that grows every time
     the lease changes hands. A write may carry a `Fence`; the store rejects it with
     `FencedOut` when that lease is no longer held with that token.
+
+    A lease is held while ``now < expires_at`` (the store's clock, read inside the
+    write). Once expired it is gone for good: `renew_lease` fails, fences carrying its
+    token are refused, and `acquire_lease` hands out a new, higher token even to the
+    same holder. Holders renew well before expiry (e.g. every ttl/3). Releasing sets
+    ``expires_at`` to 0 and keeps the token, so tokens are never reused.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ EVENT_LIMIT = 200
 """Events kept per resource; older ones are dropped."""
 
 PARTS = ("spec", "desired", "computed", "observed")
+FIELDS = ("spec", "meta", "desired", "computed", "observed", "node", "parent")
+"""Every writable field, in `Patch` order; `Change.parts` of a create or delete."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -175,11 +183,7 @@ class Patch:
 
     def items(self) -> dict[str, Any]:
         """The fields that were set, by name."""
-        return {
-            name: value
-            for name in ("spec", "meta", "desired", "computed", "observed", "node", "parent")
-            if (value := getattr(self, name)) is not _UNSET
-        }
+        return {name: value for name in FIELDS if (value := getattr(self, name)) is not _UNSET}
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,10 @@ class Change:
     version: int
     """The record's version after the write (the last version for a delete)."""
     parts: tuple[str, ...]
-    """Which of spec/desired/computed/observed (and node/parent/meta) the write touched."""
+    """Which of spec/desired/computed/observed (and node/parent/meta) the write touched.
+
+    For an update: the fields the `Patch` set, in `FIELDS` order (set counts as touched,
+    even to an equal value). For a create or a delete: all of `FIELDS`."""
     at: float
 
 
@@ -314,7 +321,10 @@ class Store(Protocol):
 
         Each write is checked like `create`/`update`; the first failure raises and, on
         SQLite, nothing of the batch is kept. (The CQL backend documents its weaker
-        guarantee: each write is individually compare-and-set.)
+        guarantee: each write is individually compare-and-set.) The fence is checked
+        once for the batch. A malformed `Write` (neither ``new`` nor ``patch`` +
+        ``expected_version``, or a ``new.key`` other than ``key``) raises `ValueError`
+        before anything is written.
         """
 
     async def list_records(
@@ -339,13 +349,19 @@ class Store(Protocol):
 
     # history ----------------------------------------------------------------
     async def spec_versions(self, key: Key) -> list[SpecVersion]:
-        """Spec versions of the record, oldest first (at most `HISTORY_LIMIT`)."""
+        """Spec versions of the record, oldest first (at most `HISTORY_LIMIT`).
+
+        Empty when no record has that key (history goes with the record)."""
 
     async def add_event(self, event: Event) -> None:
-        """Append an event (kept at most `EVENT_LIMIT` per resource)."""
+        """Append an event (kept at most `EVENT_LIMIT` per resource).
+
+        The event belongs to the record that has ``event.key`` now; raises `NotFound`
+        when there is none, so a deleted resource never collects stray events."""
 
     async def events(self, key: Key, *, limit: int = 50) -> list[Event]:
-        """The resource's latest events, oldest first."""
+        """The resource's latest events, oldest first (ordered by ``at``, then by
+        insertion). Empty when no record has that key."""
 
     async def zone_events(self, zone: str, *, since: float = 0.0, limit: int = 100) -> list[Event]:
         """Latest events of every resource in `zone` at or after `since`, oldest first."""
@@ -357,7 +373,11 @@ class Store(Protocol):
     async def changes(self, zone: str, *, after: Cursor | None, limit: int = 1000) -> list[Change]:
         """Changes strictly after `after` (from the oldest kept when None), in order.
 
-        Raises `CursorExpired` if `after` fell out of the retention window.
+        Raises `CursorExpired` if changes after `after` fell out of the retention
+        window, or if `after` is not a cursor of this feed (garbage, another backend's;
+        SQLite also spots one beyond the feed's end, left from a reset database). A cursor
+        from `head` or from a returned `Change` never expires while nothing after it
+        was trimmed, even when the zone's feed holds no rows.
         """
 
     async def wait_changes(

@@ -22,22 +22,16 @@ from dora.model.specs.cluster import (
     ZoneSpec,
 )
 from dora.model.specs.credits import CreditPer, CreditRate, ResourcecreditSpec, UsercreditSpec
+from dora.model.specs.runtime import Config, Image, duration_seconds, parse_size
+from dora.model.specs.selectors import CpuSelector, GpuSelector, NodeSelector, Selectors
 from dora.model.specs.workload import (
     ADMIN_ONLY_KEYS,
     ADMIN_ONLY_REASON,
-    Config,
-    CpuSelector,
-    GpuSelector,
-    Image,
     Network,
-    NodeSelector,
     Port,
     Replica,
-    Selectors,
     VolumeMount,
     WorkloadSpec,
-    duration_seconds,
-    parse_size,
 )
 
 SPEC_MODELS: dict[str, type[Spec]] = {

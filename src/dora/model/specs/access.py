@@ -98,10 +98,6 @@ class RoleSpec(Spec):
         return normalize_verb(verb) in self.verbs_for(kind)
 
 
-def _resource_kind(value: Any) -> str:
-    return _permission_kind(value)
-
-
 class UserDefault(Spec):
     """Where the web app and CLI point a user first."""
 
@@ -112,7 +108,7 @@ class UserDefault(Spec):
 class UserResource(Spec):
     """One grant: ``role`` applies to ``kind`` in ``zone``/``workspace`` (``All`` = any)."""
 
-    kind: Annotated[str, BeforeValidator(_resource_kind)]
+    kind: PermissionKind
     zone: NameOrAll
     workspace: NameOrAll
     role: Name

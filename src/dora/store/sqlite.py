@@ -1,0 +1,927 @@
+"""SQLite backend of the `Store` protocol: one WAL database file, shared by processes.
+
+Threads and connections
+    Each store owns one writer thread with one connection, and a few reader threads
+    with one ``query_only`` connection each. Every write is one ``BEGIN IMMEDIATE``
+    transaction on the writer thread, so writes of one process queue in that thread
+    instead of fighting over SQLite's lock (whose busy handler sleeps in coarse
+    steps); only writes from *other* processes contend, through ``busy_timeout``. WAL
+    lets readers run while a write is in progress. The event loop never blocks on
+    SQLite. Cancelling a call does not cancel the SQL already handed to a thread: a
+    write may still commit.
+
+Durability
+    ``synchronous="NORMAL"`` (the default): in WAL mode a committed write survives a
+    crash of any process, and the file never corrupts, but the last transactions
+    before a power cut or kernel crash can be lost (nothing is fsynced until a
+    checkpoint). ``synchronous="FULL"`` fsyncs the WAL at every commit and closes that
+    window, at the cost of one fsync per write: ``bench/store.py`` measures both, and
+    on the development VM a create took ~0.2 ms (NORMAL) against ~3.9 ms (FULL). Dora's
+    state heals from a lost tail (the scheduler re-places, agents re-report, users see
+    a missing apply), so NORMAL is the default; set ``DORA_SQLITE_SYNCHRONOUS=FULL``
+    where a lost write matters more than write latency. The WAL checkpoint (every
+    ~1000 pages, in the committing write) is what write p99 shows.
+
+Change feed and retention
+    The feed is one table across zones; a change's cursor is its ``seq`` (decimal),
+    never reused (AUTOINCREMENT). Retention counts rows over all zones together: the
+    newest ``feed_retention`` rows are kept (plus at most one trim batch). When rows
+    are trimmed, the highest trimmed seq of each zone is remembered; a cursor below
+    it raises `CursorExpired`, a cursor at or above it is still exact, even when the
+    zone has no rows left. While anyone waits in `wait_changes`, one watcher task per
+    store reads the feed's end (one row of ``sqlite_sequence``) every
+    ``poll_interval`` and wakes the waiters when another process wrote; writes of this
+    store wake them at once. Polling cost does not grow with the number of waiters.
+
+Leases
+    Rules in `dora.store.base`. The clock (``clock``, injectable for tests) is read
+    inside the write transaction, after the lock is taken, so expiry checks and
+    timestamps follow commit order across processes on one host.
+
+Never put the file on NFS or another network file system: SQLite's locks, and WAL's
+shared memory, do not work there (`dora.store.config` refuses known network mounts).
+"""
+
+# SQL text is assembled only from this module's constants (column lists, the key
+# predicate); every value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from dora.store.base import (
+    EVENT_LIMIT,
+    FIELDS,
+    HISTORY_LIMIT,
+    AlreadyExists,
+    Change,
+    ChangeOp,
+    Conflict,
+    Cursor,
+    CursorExpired,
+    Event,
+    Fence,
+    FencedOut,
+    Key,
+    Lease,
+    NewRecord,
+    NotFound,
+    Patch,
+    Record,
+    SpecVersion,
+    StoreError,
+    Write,
+    spec_hash,
+)
+from dora.store.sqlite_schema import SCHEMA, SCHEMA_VERSION
+
+T = TypeVar("T")
+Synchronous = Literal["NORMAL", "FULL"]
+WriteTx = Callable[[sqlite3.Connection, float], T]
+ReadTx = Callable[[sqlite3.Connection], T]
+
+_COLS = (
+    "kind, zone, workspace, name, uid, version, spec, meta, desired, computed, observed,"
+    " spec_hash, owner, node, parent, created_at, updated_at"
+)
+_PK = "kind = ? AND zone = ? AND workspace = ? AND name = ?"
+_FEED_COLS = "seq, op, kind, workspace, name, version, parts, at"
+_EVENT_COLS = "kind, zone, workspace, name, reason, message, actor, at"
+_CURSOR = re.compile(r"[0-9]{1,19}")
+_DESIRED = frozenset(("run", "drain", "pause"))
+_JSON_FIELDS = frozenset(("spec", "meta", "computed", "observed"))
+
+# Compact JSON; non-ASCII kept as is (smaller, and SQLite stores UTF-8 anyway).
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _pk(key: Key) -> tuple[str, str, str, str]:
+    return (key.kind, key.zone, key.workspace, key.name)
+
+
+def _load_opt(blob: str | None) -> dict[str, Any] | None:
+    return None if blob is None else json.loads(blob)
+
+
+def _encode(name: str, value: Any) -> Any:
+    """Column value of a record field."""
+    if name in _JSON_FIELDS:
+        return None if value is None else _dumps(value)
+    return value
+
+
+def _record(row: Sequence[Any]) -> Record:
+    return Record(
+        key=Key(row[0], row[1], row[2], row[3]),
+        uid=row[4],
+        version=row[5],
+        spec=json.loads(row[6]),
+        meta=json.loads(row[7]),
+        desired=row[8],
+        computed=_load_opt(row[9]),
+        observed=_load_opt(row[10]),
+        spec_hash=row[11],
+        owner=row[12],
+        node=row[13],
+        parent=row[14],
+        created_at=row[15],
+        updated_at=row[16],
+    )
+
+
+def _event(row: Sequence[Any]) -> Event:
+    return Event(Key(row[0], row[1], row[2], row[3]), row[4], row[5], row[6], row[7])
+
+
+def _change(zone: str, row: Sequence[Any]) -> Change:
+    seq, op, kind, workspace, name, version, parts, at = row
+    op_: ChangeOp = op
+    return Change(
+        str(seq),
+        op_,
+        Key(kind, zone, workspace, name),
+        version,
+        tuple(parts.split(",")) if parts else (),
+        at,
+    )
+
+
+def _parse_cursor(cursor: Cursor) -> int:
+    if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
+        raise CursorExpired(f"{cursor!r} is not a cursor of this feed: resync")
+    return int(cursor)
+
+
+# --------------------------------------------------------------------------- checks
+# Done before any SQL, so a malformed call fails fast and never half-writes a batch.
+
+
+def _check_key(key: Key) -> None:
+    if not isinstance(key, Key):
+        raise TypeError(f"expected a Key, got {type(key).__name__}")
+    parts = (key.kind, key.zone, key.workspace, key.name)
+    if not all(isinstance(p, str) for p in parts):
+        raise TypeError(f"{key!r}: key parts must be strings")
+    if not key.kind or not key.name:
+        raise ValueError(f"{key!r}: kind and name must not be empty")
+
+
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    for name, value in fields.items():
+        if name in ("spec", "meta"):
+            ok = isinstance(value, dict)
+        elif name in ("computed", "observed"):
+            ok = value is None or isinstance(value, dict)
+        elif name == "desired":
+            ok = value in _DESIRED
+        else:  # node, parent
+            ok = isinstance(value, str)
+        if not ok:
+            raise ValueError(f"invalid {name}: {value!r}")
+
+
+def _new_fields(new: NewRecord) -> dict[str, Any]:
+    return {name: getattr(new, name) for name in FIELDS}
+
+
+def _check_new(new: NewRecord) -> None:
+    _check_key(new.key)
+    _check_fields(_new_fields(new))
+    if not isinstance(new.owner, str):
+        raise ValueError(f"invalid owner: {new.owner!r}")
+
+
+def _plan_write(write: Write) -> tuple[NewRecord | None, Key, dict[str, Any], int]:
+    """Validate one batch element: (new, key, patch fields, expected version)."""
+    if write.new is not None:
+        if write.patch is not None or write.expected_version is not None:
+            raise ValueError(f"{write.key}: a create carries neither patch nor version")
+        if write.new.key != write.key:
+            raise ValueError(f"{write.key}: new.key is {write.new.key}")
+        _check_new(write.new)
+        return write.new, write.key, {}, 0
+    if write.patch is None or write.expected_version is None:
+        raise ValueError(f"{write.key}: an update needs patch and expected_version")
+    _check_key(write.key)
+    items = write.patch.items()
+    _check_fields(items)
+    return None, write.key, items, write.expected_version
+
+
+def _check_ttl(ttl: float) -> None:
+    if not ttl > 0:
+        raise ValueError(f"lease ttl must be positive, got {ttl!r}")
+
+
+def _limit(limit: int | None) -> int:
+    """SQLite's LIMIT: -1 is "no limit"; a negative request means none at all."""
+    return -1 if limit is None else max(limit, 0)
+
+
+def _store_error(exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreError(f"database busy: another process held the write lock too long ({text})")
+    if "no such table" in text:
+        return StoreError(f"store not initialised: call init() first ({text})")
+    return StoreError(f"sqlite: {text}")
+
+
+# --------------------------------------------------------------------------- write steps
+# Each runs inside the caller's BEGIN IMMEDIATE transaction on the writer thread.
+
+
+def _tx_check_fence(conn: sqlite3.Connection, fence: Fence | None, now: float) -> None:
+    if fence is None:
+        return
+    row = conn.execute(
+        "SELECT token, expires_at FROM leases WHERE name = ?", (fence.name,)
+    ).fetchone()
+    if row is None or row[0] != fence.token or row[1] <= now:
+        raise FencedOut(f"lease {fence.name!r} is no longer held with token {fence.token}")
+
+
+def _tx_spec_version(
+    conn: sqlite3.Connection, uid: str, spec_json: str, digest: str, actor: str, now: float
+) -> None:
+    (number,) = conn.execute(
+        "SELECT coalesce(max(number), 0) + 1 FROM spec_versions WHERE uid = ?", (uid,)
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO spec_versions (uid, number, spec, spec_hash, actor, at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (uid, number, spec_json, digest, actor, now),
+    )
+    # Numbers are contiguous per uid, so this keeps exactly the newest HISTORY_LIMIT.
+    if number > HISTORY_LIMIT:
+        conn.execute(
+            "DELETE FROM spec_versions WHERE uid = ? AND number <= ?",
+            (uid, number - HISTORY_LIMIT),
+        )
+
+
+def _tx_create(conn: sqlite3.Connection, now: float, new: NewRecord, actor: str) -> Record:
+    digest = spec_hash(new.spec)
+    uid = uuid.uuid4().hex
+    spec_json = _dumps(new.spec)
+    rows = conn.execute(
+        f"INSERT INTO records ({_COLS}) VALUES ({', '.join('?' * 17)})"
+        f" ON CONFLICT DO NOTHING RETURNING {_COLS}",
+        (
+            *_pk(new.key),
+            uid,
+            1,
+            spec_json,
+            _dumps(new.meta),
+            new.desired,
+            _encode("computed", new.computed),
+            _encode("observed", new.observed),
+            digest,
+            new.owner,
+            new.node,
+            new.parent,
+            now,
+            now,
+        ),
+    ).fetchall()
+    if not rows:
+        raise AlreadyExists(f"{new.key} already exists")
+    _tx_spec_version(conn, uid, spec_json, digest, actor, now)
+    return _record(rows[0])
+
+
+def _tx_update(
+    conn: sqlite3.Connection,
+    now: float,
+    key: Key,
+    items: Mapping[str, Any],
+    expected: int,
+    actor: str,
+) -> Record:
+    row = conn.execute(
+        f"SELECT version, uid, spec_hash FROM records WHERE {_PK}", _pk(key)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"{key} not found")
+    version, uid, old_digest = row
+    if version != expected:
+        raise Conflict(key, expected, version)
+    columns = ["version = ?", "updated_at = ?"]
+    params: list[Any] = [version + 1, now]
+    for name, value in items.items():
+        columns.append(f"{name} = ?")
+        params.append(_encode(name, value))
+    digest = spec_hash(items["spec"]) if "spec" in items else old_digest
+    if digest != old_digest:
+        columns.append("spec_hash = ?")
+        params.append(digest)
+    # Column names come from FIELDS, never from the caller.
+    rows = conn.execute(
+        f"UPDATE records SET {', '.join(columns)} WHERE {_PK} RETURNING {_COLS}",
+        (*params, *_pk(key)),
+    ).fetchall()
+    if digest != old_digest:
+        _tx_spec_version(conn, uid, _dumps(items["spec"]), digest, actor, now)
+    return _record(rows[0])
+
+
+def _tx_delete(conn: sqlite3.Connection, key: Key, expected: int | None) -> int:
+    row = conn.execute(f"SELECT version, uid FROM records WHERE {_PK}", _pk(key)).fetchone()
+    if row is None:
+        raise NotFound(f"{key} not found")
+    version, uid = row
+    if expected is not None and version != expected:
+        raise Conflict(key, expected, version)
+    conn.execute(f"DELETE FROM records WHERE {_PK}", _pk(key))
+    conn.execute("DELETE FROM spec_versions WHERE uid = ?", (uid,))
+    conn.execute("DELETE FROM events WHERE uid = ?", (uid,))
+    return int(version)
+
+
+def _tx_add_event(conn: sqlite3.Connection, event: Event) -> None:
+    row = conn.execute(f"SELECT uid FROM records WHERE {_PK}", _pk(event.key)).fetchone()
+    if row is None:
+        raise NotFound(f"{event.key} not found: no record to attach the event to")
+    (uid,) = row
+    conn.execute(
+        f"INSERT INTO events (uid, {_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (uid, *_pk(event.key), event.reason, event.message, event.actor, event.at),
+    )
+    cut = conn.execute(
+        "SELECT at, id FROM events WHERE uid = ? ORDER BY at DESC, id DESC LIMIT 1 OFFSET ?",
+        (uid, EVENT_LIMIT),
+    ).fetchone()
+    if cut is not None:
+        conn.execute("DELETE FROM events WHERE uid = ? AND (at, id) <= (?, ?)", (uid, *cut))
+
+
+def _tx_acquire(
+    conn: sqlite3.Connection, now: float, name: str, holder: str, ttl: float
+) -> Lease | None:
+    row = conn.execute(
+        "SELECT holder, token, expires_at FROM leases WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None:
+        token = 1
+    elif row[2] > now:  # held
+        if row[0] != holder:
+            return None
+        token = row[1]  # the holder renews
+    else:  # free or expired: a new tenure, a new token (even for the same holder)
+        token = row[1] + 1
+    conn.execute(
+        "INSERT INTO leases (name, holder, token, expires_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+        " token = excluded.token, expires_at = excluded.expires_at",
+        (name, holder, token, now + ttl),
+    )
+    return Lease(name, holder, token, now + ttl)
+
+
+# --------------------------------------------------------------------------- read steps
+
+
+def _rx_get(conn: sqlite3.Connection, key: Key) -> Record | None:
+    row = conn.execute(f"SELECT {_COLS} FROM records WHERE {_PK}", _pk(key)).fetchone()
+    return None if row is None else _record(row)
+
+
+def _rx_list(
+    conn: sqlite3.Connection, kind: str, filters: Mapping[str, str | None], limit: int
+) -> list[Record]:
+    where = ["kind = ?"]
+    params: list[Any] = [kind]
+    for column, value in filters.items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    # Column names come from a fixed mapping built by list_records, never from the caller.
+    sql = (
+        f"SELECT {_COLS} FROM records WHERE {' AND '.join(where)}"
+        " ORDER BY kind, zone, workspace, name LIMIT ?"
+    )
+    return [_record(row) for row in conn.execute(sql, (*params, limit))]
+
+
+def _rx_pending(conn: sqlite3.Connection, zone: str, limit: int) -> list[Record]:
+    # The literals must match the partial index's WHERE for the planner to use it.
+    sql = (
+        f"SELECT {_COLS} FROM records"
+        " WHERE kind = 'Container' AND node = '' AND desired = 'run' AND zone = ?"
+        " ORDER BY created_at, workspace, name LIMIT ?"
+    )
+    return [_record(row) for row in conn.execute(sql, (zone, limit))]
+
+
+def _rx_spec_versions(conn: sqlite3.Connection, key: Key) -> list[SpecVersion]:
+    rows = conn.execute(
+        "SELECT s.uid, s.number, s.spec, s.spec_hash, s.actor, s.at"
+        " FROM records AS r JOIN spec_versions AS s ON s.uid = r.uid"
+        " WHERE r.kind = ? AND r.zone = ? AND r.workspace = ? AND r.name = ?"
+        " ORDER BY s.number",
+        _pk(key),
+    )
+    return [
+        SpecVersion(key, uid, number, json.loads(spec), digest, actor, at)
+        for uid, number, spec, digest, actor, at in rows
+    ]
+
+
+def _rx_events(conn: sqlite3.Connection, key: Key, limit: int) -> list[Event]:
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLS} FROM events"
+        f" WHERE uid = (SELECT uid FROM records WHERE {_PK})"
+        " ORDER BY at DESC, id DESC LIMIT ?",
+        (*_pk(key), limit),
+    ).fetchall()
+    return [_event(row) for row in reversed(rows)]
+
+
+def _rx_zone_events(conn: sqlite3.Connection, zone: str, since: float, limit: int) -> list[Event]:
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLS} FROM events WHERE zone = ? AND at >= ?"
+        " ORDER BY at DESC, id DESC LIMIT ?",
+        (zone, since, limit),
+    ).fetchall()
+    return [_event(row) for row in reversed(rows)]
+
+
+def _rx_trimmed(conn: sqlite3.Connection, zone: str) -> int:
+    row = conn.execute("SELECT upto FROM feed_trimmed WHERE zone = ?", (zone,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _rx_head(conn: sqlite3.Connection, zone: str) -> Cursor:
+    (newest,) = conn.execute("SELECT max(seq) FROM feed WHERE zone = ?", (zone,)).fetchone()
+    # With every row of the zone trimmed, the last trimmed seq is still an exact
+    # position: nothing after it was lost.
+    return str(max(newest or 0, _rx_trimmed(conn, zone)))
+
+
+def _rx_feed_end(conn: sqlite3.Connection) -> int:
+    """The newest seq ever handed out, in any zone (0 on a new feed)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'feed'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _rx_changes(
+    conn: sqlite3.Connection, zone: str, after: Cursor | None, limit: int
+) -> list[Change]:
+    start = 0
+    if after is not None:
+        start = _parse_cursor(after)
+        if start < _rx_trimmed(conn, zone):
+            raise CursorExpired(f"zone {zone!r}: changes after {after} were trimmed: resync")
+        if start > _rx_feed_end(conn):
+            raise CursorExpired(f"cursor {after} is beyond the feed's end (reset?): resync")
+    rows = conn.execute(
+        f"SELECT {_FEED_COLS} FROM feed WHERE zone = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (zone, start, limit),
+    )
+    return [_change(zone, row) for row in rows]
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class SqliteStore:
+    """`Store` on one SQLite file. See the module docstring for threads and durability.
+
+    ``feed_retention``: change-feed rows kept, all zones together (not seconds).
+    ``poll_interval``: seconds between feed probes in `wait_changes`, which bounds how
+    late a waiter sees a write from another process.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        feed_retention: int = 100_000,
+        poll_interval: float = 0.02,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout: float = 10.0,
+        readers: int = 2,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if feed_retention < 1:
+            raise ValueError("feed_retention must be at least 1 row")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        self.path = Path(path)
+        self._retention = feed_retention
+        # Trim in batches so a steady stream of writes does not pay a DELETE each time.
+        self._trim_every = max(1, min(256, feed_retention // 100))
+        self._poll = poll_interval
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="dora-sqlite-write")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="dora-sqlite-read")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        # wait_changes callers: their wake-up future → the feed end they last probed.
+        self._waiters: dict[asyncio.Future[None], int] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    # connections ------------------------------------------------------------
+    def _connect(self, writer: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # used by one thread; closed by close()'s thread
+            cached_statements=256,
+        )
+        try:
+            self._enable_wal(conn)
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            if not writer:
+                conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            conn.close()
+            raise
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a fresh file to WAL needs a brief exclusive lock; another process
+        # opening it at the same moment can make that fail fast, so retry.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{self.path}: SQLite refused WAL mode (got {mode})")
+
+    def _conn(self, writer: bool) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect(writer)
+        return conn
+
+    # thread bodies ----------------------------------------------------------
+    def _write_sync(self, fn: WriteTx[T]) -> T:
+        try:
+            conn = self._conn(writer=True)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, self._clock())
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _store_error(exc) from exc
+        return result
+
+    def _read_sync(self, fn: ReadTx[T], snapshot: bool) -> T:
+        try:
+            conn = self._conn(writer=False)
+            if not snapshot:  # one statement is its own snapshot
+                return fn(conn)
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _store_error(exc) from exc
+
+    # async plumbing ---------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+
+    async def _write(self, fn: WriteTx[T]) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, self._write_sync, fn)
+        finally:
+            self._notify()
+
+    async def _read(self, fn: ReadTx[T], *, snapshot: bool = False) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._read_sync, fn, snapshot)
+
+    def _notify(self) -> None:
+        """Wake this store's `wait_changes` callers: a write of ours just committed."""
+        for fut in list(self._waiters):
+            _wake(fut)
+
+    def _ensure_watcher(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = loop.create_task(self._watch(), name=f"watch {self.path}")
+
+    async def _watch(self) -> None:
+        """Probe the feed's end every poll_interval while anyone waits; wake waiters
+        that probed before a newer change. One probe per store, however many waiters:
+        this is how writes of *other* processes are noticed."""
+        try:
+            while self._waiters:
+                await asyncio.sleep(self._poll)
+                if not self._waiters:
+                    break
+                end = await self._read(_rx_feed_end)
+                for fut, probed in list(self._waiters.items()):
+                    if end > probed:
+                        _wake(fut)
+        except StoreError:  # closed (or broken): the waiters probe again and find out
+            self._notify()
+        except BaseException:  # cancelled by close(), or a bug: never strand a waiter
+            self._notify()
+            raise
+
+    def _append_feed(
+        self,
+        conn: sqlite3.Connection,
+        key: Key,
+        op: ChangeOp,
+        version: int,
+        parts: Sequence[str],
+        now: float,
+    ) -> None:
+        cur = conn.execute(
+            "INSERT INTO feed (zone, op, kind, workspace, name, version, parts, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key.zone, op, key.kind, key.workspace, key.name, version, ",".join(parts), now),
+        )
+        seq = cur.lastrowid or 0
+        if seq % self._trim_every == 0 and seq > self._retention:
+            self._trim_feed(conn, seq - self._retention)
+
+    @staticmethod
+    def _trim_feed(conn: sqlite3.Connection, upto: int) -> None:
+        # Remember, per zone, the newest seq about to go, before it goes.
+        conn.execute(
+            "INSERT INTO feed_trimmed (zone, upto)"
+            " SELECT zone, max(seq) FROM feed WHERE seq <= ? GROUP BY zone"
+            " ON CONFLICT (zone) DO UPDATE SET upto = max(upto, excluded.upto)",
+            (upto,),
+        )
+        conn.execute("DELETE FROM feed WHERE seq <= ?", (upto,))
+
+    # lifecycle --------------------------------------------------------------
+    async def init(self) -> None:
+        def tx(conn: sqlite3.Connection, now: float) -> None:
+            (current,) = conn.execute("PRAGMA user_version").fetchone()
+            if current == SCHEMA_VERSION:
+                return
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {current} is newer than this Dora's "
+                    f"({SCHEMA_VERSION}): upgrade Dora"
+                )
+            for statement in SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+        await self._write(tx)
+
+    async def is_initialized(self) -> bool:
+        def rx(conn: sqlite3.Connection) -> bool:
+            (current,) = conn.execute("PRAGMA user_version").fetchone()
+            return bool(current >= SCHEMA_VERSION)
+
+        return await self._read(rx)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._notify()  # waiters probe again and get "closed"
+        watcher = self._watcher
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+            if watcher.get_loop() is asyncio.get_running_loop():
+                await asyncio.gather(watcher, return_exceptions=True)
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._conns_lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+    # records ----------------------------------------------------------------
+    async def create(self, new: NewRecord, *, actor: str, fence: Fence | None = None) -> Record:
+        _check_new(new)
+
+        def tx(conn: sqlite3.Connection, now: float) -> Record:
+            _tx_check_fence(conn, fence, now)
+            record = _tx_create(conn, now, new, actor)
+            self._append_feed(conn, new.key, "create", 1, FIELDS, now)
+            return record
+
+        return await self._write(tx)
+
+    async def get(self, key: Key) -> Record:
+        record = await self._read(lambda conn: _rx_get(conn, key))
+        if record is None:
+            raise NotFound(f"{key} not found")
+        return record
+
+    async def get_many(self, keys: Sequence[Key]) -> list[Record]:
+        def rx(conn: sqlite3.Connection) -> list[Record]:
+            found = (_rx_get(conn, key) for key in keys)
+            return [record for record in found if record is not None]
+
+        return await self._read(rx, snapshot=True)
+
+    async def update(
+        self,
+        key: Key,
+        patch: Patch,
+        *,
+        expected_version: int,
+        actor: str,
+        fence: Fence | None = None,
+    ) -> Record:
+        _check_key(key)
+        items = patch.items()
+        _check_fields(items)
+
+        def tx(conn: sqlite3.Connection, now: float) -> Record:
+            _tx_check_fence(conn, fence, now)
+            record = _tx_update(conn, now, key, items, expected_version, actor)
+            self._append_feed(conn, key, "update", record.version, tuple(items), now)
+            return record
+
+        return await self._write(tx)
+
+    async def delete(
+        self,
+        key: Key,
+        *,
+        expected_version: int | None = None,
+        actor: str,
+        fence: Fence | None = None,
+    ) -> None:
+        _check_key(key)
+
+        def tx(conn: sqlite3.Connection, now: float) -> None:
+            _tx_check_fence(conn, fence, now)
+            version = _tx_delete(conn, key, expected_version)
+            self._append_feed(conn, key, "delete", version, FIELDS, now)
+
+        await self._write(tx)
+
+    async def batch(self, writes: Sequence[Write], *, actor: str, fence: Fence | None) -> None:
+        plan = [_plan_write(write) for write in writes]
+        if not plan:
+            return
+
+        def tx(conn: sqlite3.Connection, now: float) -> None:
+            _tx_check_fence(conn, fence, now)
+            for new, key, items, expected in plan:
+                if new is not None:
+                    _tx_create(conn, now, new, actor)
+                    self._append_feed(conn, key, "create", 1, FIELDS, now)
+                else:
+                    record = _tx_update(conn, now, key, items, expected, actor)
+                    self._append_feed(conn, key, "update", record.version, tuple(items), now)
+
+        await self._write(tx)
+
+    async def list_records(
+        self,
+        kind: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        node: str | None = None,
+        parent: str | None = None,
+        limit: int | None = None,
+    ) -> list[Record]:
+        filters = {"zone": zone, "workspace": workspace, "node": node, "parent": parent}
+        return await self._read(lambda conn: _rx_list(conn, kind, filters, _limit(limit)))
+
+    async def pending(self, zone: str, *, limit: int | None = None) -> list[Record]:
+        return await self._read(lambda conn: _rx_pending(conn, zone, _limit(limit)))
+
+    # history ----------------------------------------------------------------
+    async def spec_versions(self, key: Key) -> list[SpecVersion]:
+        return await self._read(lambda conn: _rx_spec_versions(conn, key))
+
+    async def add_event(self, event: Event) -> None:
+        _check_key(event.key)
+        await self._write(lambda conn, now: _tx_add_event(conn, event))
+
+    async def events(self, key: Key, *, limit: int = 50) -> list[Event]:
+        return await self._read(lambda conn: _rx_events(conn, key, _limit(limit)))
+
+    async def zone_events(self, zone: str, *, since: float = 0.0, limit: int = 100) -> list[Event]:
+        return await self._read(lambda conn: _rx_zone_events(conn, zone, since, _limit(limit)))
+
+    # change feed ------------------------------------------------------------
+    async def head(self, zone: str) -> Cursor:
+        return await self._read(lambda conn: _rx_head(conn, zone), snapshot=True)
+
+    async def changes(self, zone: str, *, after: Cursor | None, limit: int = 1000) -> list[Change]:
+        # One snapshot, so the trim watermark and the rows read agree.
+        return await self._read(
+            lambda conn: _rx_changes(conn, zone, after, _limit(limit)), snapshot=True
+        )
+
+    async def wait_changes(
+        self, zone: str, *, after: Cursor, max_wait: float, limit: int = 1000
+    ) -> list[Change]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(max_wait, 0.0)
+
+        def probe(conn: sqlite3.Connection) -> tuple[list[Change], int]:
+            return _rx_changes(conn, zone, after, _limit(limit)), _rx_feed_end(conn)
+
+        while True:
+            found, end = await self._read(probe, snapshot=True)
+            remaining = deadline - loop.time()
+            if found or remaining <= 0:
+                return found
+            self._check_open()  # closed while we probed: nobody would wake us
+            # Any change past `end` (ours, or another process's seen by the watcher)
+            # wakes us to probe again; a change in another zone just costs a probe.
+            woken: asyncio.Future[None] = loop.create_future()
+            self._waiters[woken] = end
+            self._ensure_watcher(loop)
+            try:
+                await asyncio.wait([woken], timeout=remaining)
+            finally:
+                del self._waiters[woken]
+                woken.cancel()
+
+    # leases -----------------------------------------------------------------
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> Lease | None:
+        _check_ttl(ttl)
+        return await self._write(lambda conn, now: _tx_acquire(conn, now, name, holder, ttl))
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> Lease | None:
+        _check_ttl(ttl)
+
+        def tx(conn: sqlite3.Connection, now: float) -> Lease | None:
+            row = conn.execute(
+                "UPDATE leases SET expires_at = ?"
+                " WHERE name = ? AND holder = ? AND token = ? AND expires_at > ?"
+                " RETURNING expires_at",
+                (now + ttl, lease.name, lease.holder, lease.token, now),
+            ).fetchall()
+            return Lease(lease.name, lease.holder, lease.token, now + ttl) if row else None
+
+        return await self._write(tx)
+
+    async def release_lease(self, lease: Lease) -> None:
+        def tx(conn: sqlite3.Connection, now: float) -> None:
+            # Expiry 0, token kept: the next acquire gets token + 1, never a reused one.
+            conn.execute(
+                "UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ? AND token = ?",
+                (lease.name, lease.holder, lease.token),
+            )
+
+        await self._write(tx)
+
+    async def get_lease(self, name: str) -> Lease | None:
+        def rx(conn: sqlite3.Connection) -> Lease | None:
+            row = conn.execute(
+                "SELECT holder, token, expires_at FROM leases WHERE name = ?", (name,)
+            ).fetchone()
+            return None if row is None else Lease(name, row[0], row[1], row[2])
+
+        return await self._read(rx)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    """Resolve a waiter's future from any thread or loop."""
+    fut.get_loop().call_soon_threadsafe(_resolve, fut)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

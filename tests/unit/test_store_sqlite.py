@@ -1,0 +1,332 @@
+"""SQLite-specific behaviour the conformance suite cannot see: pragmas, query plans,
+exact expiry boundaries (injected clock), trim batching, lifecycle and validation."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dora.store import (
+    CursorExpired,
+    Fence,
+    FencedOut,
+    Key,
+    NewRecord,
+    Patch,
+    StoreError,
+)
+from dora.store import sqlite as backend
+from dora.store.sqlite import SqliteStore
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
+
+
+def new(name: str, **fields: Any) -> NewRecord:
+    return NewRecord(
+        key=Key("Container", "z1", "w1", name), spec={"image": "x"}, owner="o", **fields
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "t.sqlite3", clock=clock)
+    await s.init()
+    yield s
+    await s.close()
+
+
+async def test_file_is_wal_and_synchronous_is_as_configured(tmp_path: Path) -> None:
+    for setting, code in (("NORMAL", 1), ("FULL", 2)):
+        s = SqliteStore(tmp_path / f"{setting}.sqlite3", synchronous=setting)  # type: ignore[arg-type]
+        await s.init()
+        assert await s._read(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == code
+        await s.close()
+        raw = sqlite3.connect(tmp_path / f"{setting}.sqlite3")
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        raw.close()
+
+
+async def test_init_is_idempotent_and_is_initialized_reports_it(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "t.sqlite3")
+    assert not await s.is_initialized()
+    with pytest.raises(StoreError, match="init"):
+        await s.get(Key("A", "", "", "a"))
+    await s.init()
+    await s.create(new("a"), actor="x")
+    await s.init()
+    assert await s.is_initialized()
+    assert len(await s.list_records("Container")) == 1
+    await s.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    raw = sqlite3.connect(tmp_path / "t.sqlite3")
+    raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    s = SqliteStore(tmp_path / "t.sqlite3")
+    with pytest.raises(StoreError, match="newer"):
+        await s.init()
+    await s.close()
+
+
+async def test_processes_initialising_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.sqlite3"
+    script = (
+        "import asyncio, sys\n"
+        "from dora.store.sqlite import SqliteStore\n"
+        "async def main():\n"
+        "    s = SqliteStore(sys.argv[1])\n"
+        "    await s.init()\n"
+        "    assert await s.is_initialized()\n"
+        "    await s.close()\n"
+        "asyncio.run(main())\n"
+    )
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, str(path), stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(4)
+    ]
+    try:
+        for proc in procs:
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_closed_store_refuses_calls_and_wakes_waiters(store: SqliteStore) -> None:
+    head = await store.head("z1")
+    waiting = asyncio.create_task(store.wait_changes("z1", after=head, max_wait=30))
+    await until(lambda: bool(store._waiters))
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await asyncio.wait_for(waiting, 5)
+    with pytest.raises(StoreError, match="closed"):
+        await store.get(Key("A", "", "", "a"))
+    await store.close()  # idempotent
+
+
+async def test_timestamps_come_from_the_clock(store: SqliteStore, clock: FakeClock) -> None:
+    created = await store.create(new("a"), actor="x")
+    clock.now += 5
+    updated = await store.update(created.key, Patch(node="n"), expected_version=1, actor="x")
+    assert (created.created_at, updated.created_at, updated.updated_at) == (1000, 1000, 1005)
+    (change,) = await store.changes("z1", after=(await store.changes("z1", after=None))[0].cursor)
+    assert change.at == 1005
+
+
+async def test_lease_is_valid_strictly_before_its_expiry(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    lease = await store.acquire_lease("l", "a", 10)
+    assert lease is not None and lease.expires_at == 1010
+    await store.create(new("a"), actor="a", fence=lease.fence)
+    clock.now = 1009.999
+    assert await store.acquire_lease("l", "b", 10) is None
+    await store.create(new("b"), actor="a", fence=lease.fence)
+    clock.now = 1010.0  # expired at exactly expires_at
+    with pytest.raises(FencedOut):
+        await store.create(new("c"), actor="a", fence=lease.fence)
+    assert await store.renew_lease(lease, 10) is None
+    taken = await store.acquire_lease("l", "b", 10)
+    assert taken is not None and taken.token == lease.token + 1
+    assert taken.expires_at == 1020
+
+
+async def test_renewing_before_expiry_moves_it_from_now(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    lease = await store.acquire_lease("l", "a", 10)
+    assert lease is not None
+    clock.now = 1008
+    renewed = await store.renew_lease(lease, 10)
+    assert renewed is not None and renewed.expires_at == 1018
+    clock.now = 1015
+    assert await store.acquire_lease("l", "b", 10) is None
+    await store.create(new("a"), actor="a", fence=renewed.fence)
+
+
+@pytest.mark.parametrize("ttl", [0, -1.0])
+async def test_lease_ttl_must_be_positive(store: SqliteStore, ttl: float) -> None:
+    with pytest.raises(ValueError):
+        await store.acquire_lease("l", "a", ttl)
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: new("a", desired="stop"), ValueError),
+        (lambda: new(""), ValueError),
+        (lambda: NewRecord(Key("", "z", "w", "a"), {}, "o"), ValueError),
+        (lambda: NewRecord(Key("A", "z", "w", "a"), ["not a dict"], "o"), ValueError),  # type: ignore[arg-type]
+        (lambda: new("a", observed="up"), ValueError),
+    ],
+)
+async def test_malformed_records_are_refused_before_any_write(
+    store: SqliteStore, make: Callable[[], NewRecord], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await store.create(make(), actor="x")
+    assert await store.head("z1") == "0"
+
+
+async def test_malformed_patch_is_refused(store: SqliteStore) -> None:
+    created = await store.create(new("a"), actor="x")
+    with pytest.raises(ValueError):
+        await store.update(created.key, Patch(desired="nope"), expected_version=1, actor="x")  # type: ignore[arg-type]
+    assert (await store.get(created.key)).version == 1
+
+
+async def test_cursor_beyond_the_feed_end_means_the_feed_was_reset(store: SqliteStore) -> None:
+    await store.create(new("a"), actor="x")
+    assert await store.changes("z1", after="1") == []
+    with pytest.raises(CursorExpired, match="beyond"):
+        await store.changes("z1", after="2")
+
+
+async def test_feed_is_trimmed_in_batches_above_the_retention(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "t.sqlite3", feed_retention=1000)
+    await s.init()
+    for i in range(1015):
+        zone = "z1" if i % 2 else "z2"
+        await s.create(NewRecord(Key("A", zone, "", f"r{i}"), {}, "o"), actor="x")
+    await s.close()
+    raw = sqlite3.connect(tmp_path / "t.sqlite3")
+    kept, oldest = raw.execute("SELECT count(*), min(seq) FROM feed").fetchone()
+    trimmed = dict(raw.execute("SELECT zone, upto FROM feed_trimmed").fetchall())
+    raw.close()
+    assert 1000 <= kept < 1010  # trimmed every 10 writes
+    # Write i got seq i + 1: even seqs went to z1, odd ones to z2. Each zone remembers
+    # its newest trimmed seq.
+    last_trimmed = oldest - 1
+
+    def newest_trimmed(parity: int) -> int:
+        return last_trimmed if last_trimmed % 2 == parity else last_trimmed - 1
+
+    assert trimmed == {"z1": newest_trimmed(0), "z2": newest_trimmed(1)}
+
+
+async def test_many_waiters_share_one_watcher_and_all_see_another_writer(
+    tmp_path: Path,
+) -> None:
+    # Two stores on one file stand in for two processes: no in-process wake-up between them.
+    waiting_store = SqliteStore(tmp_path / "t.sqlite3", poll_interval=0.01)
+    writer = SqliteStore(tmp_path / "t.sqlite3")
+    await waiting_store.init()
+    head = await waiting_store.head("z1")
+    waiters = [
+        asyncio.create_task(waiting_store.wait_changes("z1", after=head, max_wait=30))
+        for _ in range(50)
+    ]
+    await until(lambda: len(waiting_store._waiters) == 50)  # all probed and parked
+    assert waiting_store._watcher is not None
+    await writer.create(new("a"), actor="x")
+    results = await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    assert all([c.key.name for c in changes] == ["a"] for changes in results)
+    await writer.close()
+    await waiting_store.close()
+
+
+def query_plans(db: Path, read: Callable[[sqlite3.Connection], object]) -> list[str]:
+    """EXPLAIN QUERY PLAN of every statement `read` runs, one text per statement."""
+    conn = sqlite3.connect(db)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    read(conn)
+    conn.set_trace_callback(None)
+    plans = []
+    for sql in statements:
+        rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+        plans.append(" | ".join(str(row[-1]) for row in rows))
+    conn.close()
+    return plans
+
+
+HOT_PATHS: dict[str, tuple[Callable[[sqlite3.Connection], object], str]] = {
+    "get": (
+        lambda c: backend._rx_get(c, Key("Container", "z1", "w1", "a")),
+        "sqlite_autoindex_records_1",
+    ),
+    "list zone": (
+        lambda c: backend._rx_list(c, "Workload", {"zone": "z1"}, -1),
+        "sqlite_autoindex_records_1",
+    ),
+    "list workspace": (
+        lambda c: backend._rx_list(c, "Workload", {"zone": "z1", "workspace": "w1"}, -1),
+        "sqlite_autoindex_records_1",
+    ),
+    "containers by node": (
+        lambda c: backend._rx_list(c, "Container", {"zone": "z1", "node": "n1"}, -1),
+        "records_by_node",
+    ),
+    "containers by workload": (
+        lambda c: backend._rx_list(
+            c, "Container", {"zone": "z1", "workspace": "w1", "parent": "job"}, -1
+        ),
+        "records_by_parent",
+    ),
+    "pending": (lambda c: backend._rx_pending(c, "z1", 100), "records_pending"),
+    "changes": (lambda c: backend._rx_changes(c, "z1", None, 100), "feed_by_zone"),
+    "zone events": (lambda c: backend._rx_zone_events(c, "z1", 0.0, 100), "events_by_zone"),
+}
+
+
+@pytest.mark.parametrize("path", sorted(HOT_PATHS))
+async def test_hot_paths_use_their_index_without_scan_or_sort(
+    store: SqliteStore, path: str
+) -> None:
+    read, index = HOT_PATHS[path]
+    (plan,) = query_plans(store.path, read)
+    assert f"INDEX {index}" in plan, plan
+    assert "SCAN" not in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+async def test_events_of_a_resource_use_the_uid_index(store: SqliteStore) -> None:
+    (plan,) = query_plans(store.path, lambda c: backend._rx_events(c, new("a").key, 50))
+    assert "INDEX events_by_uid" in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_fence_on_an_unknown_lease_is_refused(store: SqliteStore) -> None:
+    with pytest.raises(FencedOut):
+        await store.create(new("a"), actor="x", fence=Fence("nobody", 1))
+
+
+async def test_spec_versions_use_their_unique_index(store: SqliteStore) -> None:
+    (plan,) = query_plans(store.path, lambda c: backend._rx_spec_versions(c, new("a").key))
+    assert "sqlite_autoindex_spec_versions_1" in plan and "TEMP B-TREE" not in plan, plan
+
+
+@pytest.mark.parametrize("cursor", ["-1", "", "1.5", " 1", "²"])
+async def test_cursors_are_plain_decimal_seqs(store: SqliteStore, cursor: str) -> None:
+    with pytest.raises(CursorExpired):
+        await store.changes("z1", after=cursor)
