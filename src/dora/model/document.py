@@ -252,10 +252,12 @@ def _plain(value: Any, loc: Loc, problems: list[tuple[Loc, str]]) -> Any:
 def _issues(
     problems: list[tuple[Loc, str]], index: int, source: str | None, lines: Mapping[Loc, int] | None
 ) -> list[Issue]:
-    return [
+    issues = [
         Issue(index + 1, source, format_path(loc), message, _line_of(loc, lines))
         for loc, message in problems
     ]
+    # In file order when lines are known (stable, so equal lines keep field order).
+    return sorted(issues, key=lambda i: i.line or 0)
 
 
 def _line_of(loc: Loc, lines: Mapping[Loc, int] | None) -> int | None:

@@ -85,10 +85,12 @@ def _unknown_field(model: type[BaseModel], loc: Loc) -> str:
     if not close:
         close = [a for a in allowed if a.lower() == key.lower()]
     if parent is Config:
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        takes = ", ".join(allowed)
+        if close:
+            return f"unknown config key {key!r}; did you mean {close[0]!r}? (config takes {takes})"
         return (
-            f"unknown config key {key!r}{guess}: raw Docker options are not accepted "
-            f"({ADMIN_ONLY_REASON}); config takes {', '.join(allowed)}"
+            f"unknown config key {key!r}: raw Docker options are not accepted, "
+            f"host access is admin-only; config takes {takes}"
         )
     guess = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown field {key!r}{guess} (allowed: {', '.join(allowed)})"

@@ -243,8 +243,8 @@ ADMIN_ONLY_KEYS: frozenset[str] = frozenset(
 """Keys that would give a container access to its host: never in a user spec."""
 
 ADMIN_ONLY_REASON = (
-    "host access (bind mounts, privileged mode, capabilities, devices, host namespaces, "
-    "raw Docker options) is admin-only"
+    "host access is admin-only (bind mounts, privileged mode, capabilities, devices, "
+    "host namespaces and raw Docker options)"
 )
 
 __all__ = [
