@@ -100,5 +100,59 @@ def api_cmd(
         raise _fail(str(exc)) from None
 
 
+@server_app.command(
+    "scheduler",
+    help=(
+        "Run the scheduler of one zone (talks to the database only).\n\n"
+        "Environment: ZONE (required), CONTACT_POINTS and DB_NAME (or DORA_DATA_DIR and "
+        "DB_NAME for the embedded SQLite file), DORA_NODE_LOST_GRACE_S (default 60: a "
+        "node NOT_READY that long has its containers re-placed), DORA_LEASE_TTL_S "
+        "(default 10). Start two for failover: one leads, the other waits.\n\n"
+        "Example:\n\n"
+        "  ZONE=dora-cluster-1 DB_NAME=dora-db-1 dora server scheduler"
+    ),
+)
+def scheduler_cmd(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    from dora.scheduler.loop import Scheduler, SchedulerSettings
+    from dora.store import StoreError
+    from dora.store.config import StoreSettings, open_store
+
+    configure_logging(log_level.upper())
+    try:
+        settings = SchedulerSettings.from_env(os.environ)
+        store_settings = StoreSettings.from_env(os.environ)
+    except (StoreError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+    async def run() -> None:
+        store = await open_store(store_settings)
+        try:
+            if not await store.is_initialized():
+                raise SettingsError(
+                    "the database is not initialized yet: start the API with INIT_DB=true first"
+                )
+            stop = asyncio.Event()
+            _stop_on_signals(stop)
+            await Scheduler(store, settings).run(stop)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except (SettingsError, StoreError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT end the loop cleanly (the lease is released for a fast takeover)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(server_app)

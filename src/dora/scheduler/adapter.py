@@ -1,0 +1,236 @@
+"""Store records ↔ the pure scheduler's plain types.
+
+This is the only place that knows both the stored shapes (the model's spec dicts,
+the agents' reports) and the placement/reconcile dataclasses.
+
+What the scheduler writes into a placed Container's ``computed`` (the node agent's
+contract, see ``dora.node``)::
+
+    {"node": "node1", "gpus": [0, 1], "cpus": [0, 1, 2, 3], "millicores": None,
+     "memory": 17179869184, "shm_size": None, "replica": 1,
+     "volumes": [{"name": "dora.volume.ws.home", "workspace": "ws", "target": "/home",
+                  "read_only": False, "storage_kind": "NFS", "endpoint": "nas",
+                  "path": "/dorastorage/ws/home"}]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dora.model import duration_seconds
+from dora.scheduler.reconcile import (
+    ContainerState,
+    ContainerView,
+    Desired,
+    RestartPolicy,
+    WorkloadView,
+    replica_index,
+)
+from dora.scheduler.types import (
+    Affinity,
+    Booking,
+    GangRequest,
+    GpuInfo,
+    NodeView,
+    Request,
+    WorkloadId,
+    parse_cpu_count,
+    parse_node_name,
+    parse_product_names,
+)
+from dora.store import Record
+
+LOCAL_VOLUME_ROOT = "/var/lib/dora/volumes"
+"""Where a ``storage: Local`` volume without ``localPath`` lives on every node."""
+
+
+def _dig(data: Mapping[str, Any] | None, *path: str) -> Any:
+    value: Any = data or {}
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def is_ready(node: Record, now: float, ready_s: float) -> bool:
+    """Reported within `ready_s` and wanted (desired run)."""
+    last_seen = _dig(node.observed, "last_seen")
+    return (
+        node.desired == "run"
+        and isinstance(last_seen, int | float)
+        and now - float(last_seen) <= ready_s
+    )
+
+
+def node_view(node: Record, now: float, ready_s: float) -> NodeView:
+    observed = node.observed or {}
+    gpus = tuple(
+        GpuInfo(
+            index=int(g.get("index", i)),
+            model=str(g.get("product_name", "")),
+            memory_mb=int(g["memory_total_mb"]) if g.get("memory_total_mb") else None,
+        )
+        for i, g in enumerate(observed.get("gpus") or [])
+    )
+    return NodeView(
+        name=node.key.name,
+        zone=node.key.zone,
+        ready=is_ready(node, now, ready_s),
+        scheduling_disabled=node.spec.get("schedulingDisabled") is True,
+        allow=frozenset(node.spec.get("allow") or ()),
+        cpu_model=str(observed.get("cpu_model", "")),
+        cpu_ids=tuple(range(int(observed.get("cpu_count") or 0))),
+        memory_bytes=int(observed.get("memory_total") or 0),
+        gpus=gpus,
+    )
+
+
+def max_run_time_s(spec: Mapping[str, Any]) -> float | None:
+    text = _dig(spec, "config", "maxRunTime")
+    return float(duration_seconds(text)) if isinstance(text, str) else None
+
+
+def request_of(spec: Mapping[str, Any]) -> Request:
+    """One replica's needs; a workload selecting neither CPU nor GPU gets one CPU."""
+    gpu = _dig(spec, "selectors", "gpu") or {}
+    cpu = _dig(spec, "selectors", "cpu") or {}
+    gpu_count = int(gpu.get("count") or 0)
+    cpu_count, millicores = parse_cpu_count(cpu.get("count"))
+    if gpu_count == 0 and cpu_count is None and millicores is None:
+        cpu_count = 1
+    return Request(
+        gpu_count=gpu_count,
+        gpu_models=parse_product_names(gpu.get("product_name")) if gpu_count else None,
+        cpu_count=cpu_count,
+        cpu_millicores=millicores,
+        cpu_models=parse_product_names(cpu.get("product_name")) if cpu else None,
+        node_name=parse_node_name(_dig(spec, "selectors", "node", "name")),
+        affinity=Affinity(_dig(spec, "config", "affinity") or "First"),
+    )
+
+
+def workload_id(record: Record) -> WorkloadId:
+    return (record.key.zone, record.key.workspace, record.key.name)
+
+
+def replicas_of(spec: Mapping[str, Any]) -> int:
+    count = _dig(spec, "replica", "count")
+    return int(count) if isinstance(count, int) else 1
+
+
+def workload_view(record: Record) -> WorkloadView:
+    spec = record.spec
+    started = _dig(record.computed, "started_at")
+    return WorkloadView(
+        name=record.key.name,
+        desired=Desired(record.desired),
+        replicas=replicas_of(spec),
+        spec_hash=record.spec_hash,
+        restart_policy=RestartPolicy(_dig(spec, "config", "restartPolicy") or "Never"),
+        max_run_time_s=max_run_time_s(spec),
+        started_at=float(started) if isinstance(started, int | float) else None,
+    )
+
+
+def container_view(record: Record) -> ContainerView:
+    """A container as reconcile sees it: a released booking is no booking, and a
+    container the scheduler marked lost counts as failed."""
+    observed = record.observed or {}
+    computed = record.computed or {}
+    started = observed.get("started_at")
+    exit_code = observed.get("exit_code")
+    state = ContainerState.parse(observed.get("state"))
+    if computed.get("lost"):
+        state = ContainerState.FAILED
+    return ContainerView(
+        name=record.key.name,
+        spec_hash=record.spec_hash,
+        desired=Desired(record.desired),
+        state=state,
+        exit_code=int(exit_code) if isinstance(exit_code, int) else None,
+        node=None if computed.get("released") else record.node or None,
+        started_at=float(started) if isinstance(started, int | float) else None,
+    )
+
+
+def booking_of(container: Record) -> Booking | None:
+    """The resources a placed container holds (None when it holds nothing)."""
+    computed = container.computed or {}
+    if not container.node or computed.get("released"):
+        return None
+    started = _dig(container.observed, "started_at")
+    limit = max_run_time_s(container.spec)
+    ends_at = (
+        float(started) + limit if isinstance(started, int | float) and limit is not None else None
+    )
+    return Booking(
+        node=container.node,
+        gpu_indices=tuple(int(g) for g in computed.get("gpus") or ()),
+        cpu_ids=tuple(int(c) for c in computed.get("cpus") or ()),
+        millicores=int(computed.get("millicores") or 0),
+        memory_bytes=int(computed.get("memory") or 0),
+        workload=(container.key.zone, container.key.workspace, container.parent),
+        ends_at=ends_at,
+    )
+
+
+def gang_of(workload: Record, names: tuple[str, ...]) -> GangRequest:
+    spec = workload.spec
+    return GangRequest(
+        workload=workload_id(workload),
+        replicas=names,
+        request=request_of(spec),
+        priority=int(spec.get("priority") or 0),
+        submitted_at=workload.created_at,
+        max_run_time_s=max_run_time_s(spec),
+    )
+
+
+def resolve_volumes(
+    spec: Mapping[str, Any],
+    workspace: str,
+    volumes: Mapping[tuple[str, str], Record],
+    storages: Mapping[str, Record],
+) -> list[dict[str, Any]]:
+    """Each volume mount of `spec` with where its data lives (for the node agent)."""
+    resolved = []
+    for mount in spec.get("volumes") or []:
+        ws = str(mount.get("workspace") or workspace)
+        name = str(mount["name"])
+        volume = volumes.get((ws, name))
+        vspec = volume.spec if volume else {}
+        storage_name = str(vspec.get("storage") or "Local")
+        storage = storages.get(storage_name)
+        kind = str(_dig(storage.spec if storage else None, "kind") or "Local")
+        mountpath = str(_dig(storage.spec if storage else None, "mountpath") or LOCAL_VOLUME_ROOT)
+        read_only = mount.get("readOnly")
+        resolved.append(
+            {
+                "name": f"dora.volume.{ws}.{name}",
+                "workspace": ws,
+                "target": str(mount.get("target") or f"/{name}"),
+                "read_only": bool(read_only)
+                if read_only is not None
+                else vspec.get("policy") == "readonly",
+                "storage_kind": "NFS" if kind == "NFS" else "Local",
+                "endpoint": _dig(storage.spec if storage else None, "endpoint"),
+                "path": str(vspec.get("localPath") or f"{mountpath.rstrip('/')}/{ws}/{name}"),
+            }
+        )
+    return resolved
+
+
+def computed_of(
+    booking: Booking, container: Record, volumes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    shm = _dig(container.spec, "config", "shmSize")
+    return {
+        "node": booking.node,
+        "gpus": list(booking.gpu_indices),
+        "cpus": list(booking.cpu_ids),
+        "millicores": booking.millicores or None,
+        "memory": booking.memory_bytes or None,
+        "shm_size": int(shm) if isinstance(shm, int) else None,
+        "replica": replica_index(container.parent, container.key.name),
+        "volumes": volumes,
+    }
