@@ -8,7 +8,7 @@ import contextlib
 from typing import Any
 
 from dora.api.context import ApiContext
-from dora.api.errors import ApiError, conflict, forbidden, invalid, not_found
+from dora.api.errors import ApiError, conflict, forbidden, invalid, not_found, require_unicode
 from dora.api.identity import GLOBAL, TOKEN_KIND, Caller
 from dora.api.schemas import ApplyResult, ApplyStatus, DeleteResult
 from dora.api.services.scope import ALL_ZONES, Scope, resolve_scope
@@ -47,6 +47,7 @@ def document_error(exc: DocumentError) -> ApiError:
 
 def parse(doc: Any, index: int = 1) -> Resource:
     """Validate a JSON document; `index` is its 1-based position in the request."""
+    require_unicode(doc)
     try:
         return parse_document(doc, index=index - 1, source="request")
     except DocumentError as exc:
@@ -188,6 +189,12 @@ async def check_dependencies(
         )
     spec = resource.spec_dict()
     if resource.kind == "Volume":
+        if spec.get("localPath") and not caller.allowed("Storage", "Apply", scope.zone, GLOBAL):
+            # A path on the nodes' disks is host access: only storage admins choose one.
+            raise forbidden(
+                f"user {caller.name} may not set spec.localPath (it needs the right to "
+                f"Apply Storage in zone {scope.zone}); leave it out to use the storage's path"
+            )
         storage = spec.get("storage")
         if (
             storage
