@@ -9,6 +9,7 @@ import pytest
 from dora.store import (
     AlreadyExists,
     Conflict,
+    Event,
     Key,
     NewRecord,
     NotFound,
@@ -324,6 +325,8 @@ async def test_batch_is_all_or_nothing(store: Store, failure: str) -> None:
         Write(key("a"), patch=Patch(desired="drain")),
         Write(key("a"), new=NewRecord(key("b"), {}, "x")),
         Write(key("a"), new=NewRecord(key("a"), {}, "x"), expected_version=1),
+        Write(key("a"), new=NewRecord(key("a"), {}, "x"), delete=True),
+        Write(key("a"), patch=Patch(desired="drain"), expected_version=1, delete=True),
     ],
 )
 async def test_malformed_batch_raises_value_error_and_writes_nothing(
@@ -338,3 +341,48 @@ async def test_empty_batch_is_a_no_op(store: Store) -> None:
     head = await store.head("z1")
     await store.batch([], actor="api", fence=None)
     assert await store.head("z1") == head
+
+
+async def test_batch_deletes_returns_records_and_appends_events(store: Store) -> None:
+    await store.create(new(key("old")), actor="alice")
+    await store.create(new(key("keep")), actor="alice")
+    head = await store.head("z1")
+    out = await store.batch(
+        [
+            Write(key("a"), new=new(key("a"))),
+            Write(key("old"), delete=True, expected_version=1),
+            Write(key("keep"), patch=Patch(desired="pause"), expected_version=1),
+        ],
+        actor="scheduler",
+        fence=None,
+        events=[
+            Event(key("a"), "Created", "made in a batch", "scheduler", 1.0),
+            Event(key("old"), "Gone", "dropped: the record is deleted", "scheduler", 1.0),
+            Event(key("keep"), "Paused", "paused", "scheduler", 2.0),
+        ],
+    )
+    assert [r.key.name if r else None for r in out] == ["a", None, "keep"]
+    assert out[2] is not None and out[2].version == 2 and out[2].desired == "pause"
+    with pytest.raises(NotFound):
+        await store.get(key("old"))
+    assert [e.reason for e in await store.events(key("a"))] == ["Created"]
+    assert [e.reason for e in await store.events(key("keep"))] == ["Paused"]
+    ops = [(c.op, c.key.name) for c in await store.changes("z1", after=head)]
+    assert ops == [("create", "a"), ("delete", "old"), ("update", "keep")]
+
+
+async def test_batch_delete_with_stale_version_writes_nothing(store: Store) -> None:
+    await store.create(new(key("old")), actor="alice")
+    await store.update(key("old"), Patch(desired="drain"), expected_version=1, actor="a")
+    with pytest.raises(Conflict):
+        await store.batch(
+            [
+                Write(key("b"), new=new(key("b"))),
+                Write(key("old"), delete=True, expected_version=1),
+            ],
+            actor="s",
+            fence=None,
+        )
+    assert (await store.get(key("old"))).version == 2
+    with pytest.raises(NotFound):
+        await store.get(key("b"))

@@ -219,7 +219,12 @@ class Scheduler:
     # ------------------------------------------------------------------ one pass
 
     async def pass_once(self) -> PassStats:
-        """Reconcile what changed, place what is pending, write the results."""
+        """Reconcile what changed, place what is pending, write the results.
+
+        Writes go out in three batches (reconcile actions, bindings, statuses), each one
+        transaction on SQLite; a batch that hits a concurrent change is retried group by
+        group so one busy record does not hold back the rest.
+        """
         started = time.perf_counter()
         stats = PassStats()
         now = self.clock()
@@ -228,21 +233,28 @@ class Scheduler:
             self._last_sweep = now
         lost = self._lost_nodes(now)
         dirty, self._dirty = self._dirty, set()
-        phases: dict[Name, tuple[Phase, str]] = {}
+        phases: dict[Name, tuple[Phase, str, float | None]] = {}
+        groups: list[Group] = []
         for name in sorted(dirty):
             workload = self.snapshot.workloads.get(name)
             if workload is None:
                 continue
             stats.reconciled += 1
-            stats.actions += await self._reconcile(workload, now, lost, phases)
+            stats.actions += self._reconcile(workload, now, lost, phases, groups)
+        await self._flush(groups)
         placed, pending = await self._place(now)
         stats.placed, stats.pending = placed, len(pending)
-        for name, (phase, message) in phases.items():
-            reason = pending.get(name)
-            await self._write_workload_status(name, phase, message, reason, now)
-        for name, reason in pending.items():
-            if name not in phases and name in self.snapshot.workloads:
-                await self._write_workload_status(name, Phase.PENDING, "", reason, now)
+        statuses = [
+            group
+            for name, (phase, message, started_at) in phases.items()
+            if (group := self._status(name, phase, message, pending.get(name), started_at))
+        ]
+        statuses += [
+            group
+            for name, reason in pending.items()
+            if name not in phases and (group := self._status(name, Phase.PENDING, "", reason, None))
+        ]
+        await self._flush(statuses)
         stats.seconds = time.perf_counter() - started
         self.passes += 1
         return stats
@@ -256,86 +268,84 @@ class Scheduler:
                 lost.add(name)
         return frozenset(lost)
 
-    async def _reconcile(
-        self, workload: Record, now: float, lost: frozenset[str], phases: dict[Name, Any]
+    def _reconcile(
+        self,
+        workload: Record,
+        now: float,
+        lost: frozenset[str],
+        phases: dict[Name, tuple[Phase, str, float | None]],
+        groups: list[Group],
     ) -> int:
         name = (workload.key.workspace, workload.key.name)
         containers = {c.key.name: c for c in self.snapshot.containers_of(name)}
         views = [adapter.container_view(c) for c in containers.values()]
         result = reconcile(adapter.workload_view(workload), views, now, lost)
         for action in result.actions:
-            await self._act(workload, containers.get(action.container), action)
+            group = self._action(workload, containers.get(action.container), action)
+            if group is not None:
+                groups.append(group)
         if result.remove_workload:
-            await self._delete(workload)
+            groups.append(
+                Group(name, [Write(workload.key, delete=True, expected_version=workload.version)])
+            )
             return len(result.actions) + 1
-        phases[name] = (result.phase, result.message)
-        if result.started_at is not None and (workload.computed or {}).get("started_at") is None:
-            await self._patch_computed(workload, {"started_at": result.started_at})
+        phases[name] = (result.phase, result.message, result.started_at)
         return len(result.actions)
 
-    async def _act(self, workload: Record, container: Record | None, action: Action) -> None:
+    def _action(self, workload: Record, container: Record | None, action: Action) -> Group | None:
+        """The writes of one reconcile action, with its event."""
+        owner = (workload.key.workspace, workload.key.name)
         key = Key("Container", workload.key.zone, workload.key.workspace, action.container)
-        kind = action.kind
-        try:
-            if kind is ActionKind.CREATE:
-                await self._create_container(workload, key)
-            elif container is None:
-                return
-            elif kind is ActionKind.DRAIN:
-                await self._update(container, Patch(desired="drain"))
-            elif kind is ActionKind.DELETE:
-                await self._delete(container)
-            elif kind is ActionKind.RELEASE:
-                computed = {**(container.computed or {}), "released": True}
-                await self._update(container, Patch(computed=computed))
-            elif kind is ActionKind.RECREATE:
-                await self._delete(container)
-                await self._create_container(workload, key)
-            elif kind is ActionKind.MARK_FAILED:
-                computed = {**(container.computed or {}), "released": True, "lost": action.message}
-                await self._update(container, Patch(computed=computed))
-        except (Conflict, NotFound, AlreadyExists):
-            # Someone (the API, an agent report) changed it meanwhile: look again next pass.
-            self._dirty.add((workload.key.workspace, workload.key.name))
-            return
-        await self._event(workload.key, action.reason.value, action.message)
-
-    async def _create_container(self, workload: Record, key: Key) -> None:
-        record = await self.store.create(
-            NewRecord(
-                key=key,
-                spec=workload.spec,
-                owner=workload.owner,
-                parent=workload.key.name,
+        event = Event(workload.key, action.reason.value, action.message, ACTOR, self.clock())
+        new = Write(
+            key,
+            new=NewRecord(
+                key=key, spec=workload.spec, owner=workload.owner, parent=workload.key.name
             ),
-            actor=ACTOR,
-            fence=self._fence(),
         )
-        self._note(key, record)
+        kind = action.kind
+        if kind is ActionKind.CREATE:
+            return Group(owner, [new], [event])
+        if container is None:
+            return None
+        version = container.version
+        computed = container.computed or {}
+        if kind is ActionKind.DRAIN:
+            writes = [Write(key, patch=Patch(desired="drain"), expected_version=version)]
+        elif kind is ActionKind.DELETE:
+            writes = [Write(key, delete=True, expected_version=version)]
+        elif kind is ActionKind.RELEASE:
+            patch = Patch(computed={**computed, "released": True})
+            writes = [Write(key, patch=patch, expected_version=version)]
+        elif kind is ActionKind.RECREATE:
+            # A new record (new uid) in the same transaction: the old copy's node sees
+            # its assignment gone and removes it; the new one is placed afresh.
+            writes = [Write(key, delete=True, expected_version=version), new]
+        else:  # MARK_FAILED
+            patch = Patch(computed={**computed, "released": True, "lost": action.message})
+            writes = [Write(key, patch=patch, expected_version=version)]
+        return Group(owner, writes, [event])
 
-    async def _update(self, record: Record, patch: Patch) -> Record:
-        updated = await self.store.update(
-            record.key, patch, expected_version=record.version, actor=ACTOR, fence=self._fence()
-        )
-        self._note(record.key, updated)
-        return updated
+    async def _flush(self, groups: list[Group]) -> None:
+        """Write `groups` in as few transactions as possible; a group that meets a
+        concurrent change is dropped (its workload is looked at again next pass)."""
+        for start in range(0, len(groups), BATCH_GROUPS):
+            chunk = groups[start : start + BATCH_GROUPS]
+            try:
+                await self._write(chunk)
+            except (Conflict, NotFound, AlreadyExists):
+                if len(chunk) == 1:
+                    self._dirty.add(chunk[0].workload)
+                    continue
+                for group in chunk:
+                    await self._flush([group])
 
-    async def _delete(self, record: Record) -> None:
-        await self.store.delete(
-            record.key, expected_version=record.version, actor=ACTOR, fence=self._fence()
-        )
-        self._note(record.key, None)
-
-    async def _patch_computed(self, record: Record, values: dict[str, Any]) -> None:
-        current = record.computed or {}
-        if all(current.get(k) == v for k, v in values.items()):
-            return
-        with contextlib.suppress(Conflict, NotFound):
-            await self._update(record, Patch(computed={**current, **values}))
-
-    async def _event(self, key: Key, reason: str, message: str) -> None:
-        with contextlib.suppress(NotFound):
-            await self.store.add_event(Event(key, reason, message, ACTOR, self.clock()))
+    async def _write(self, groups: list[Group]) -> None:
+        writes = [w for g in groups for w in g.writes]
+        events = [e for g in groups for e in g.events]
+        out = await self.store.batch(writes, actor=ACTOR, fence=self._fence(), events=events)
+        for write, record in zip(writes, out, strict=True):
+            self._note(write.key, record)
 
     def _fence(self) -> Any:
         if self.lease is None:
@@ -352,7 +362,7 @@ class Scheduler:
                 bookings.append(booking)
         return bookings
 
-    def _queue(self) -> list[tuple[GangRequest, Record]]:
+    def _queue(self) -> list[GangRequest]:
         queue = []
         for name, workload in self.snapshot.workloads.items():
             if workload.desired != "run":
@@ -368,7 +378,7 @@ class Scheduler:
                 )
             )
             if unplaced:
-                queue.append((adapter.gang_of(workload, unplaced), workload))
+                queue.append(adapter.gang_of(workload, unplaced))
         return queue
 
     async def _place(self, now: float) -> tuple[int, dict[Name, str]]:
@@ -379,10 +389,14 @@ class Scheduler:
             adapter.node_view(n, now, self.settings.ready_s) for n in self.snapshot.nodes.values()
         ]
         state = ClusterState(nodes, self._bookings())
-        result = place_many(state, [g for g, _ in queue], now, self.rng)
-        placed = 0
-        for gang_result in result.placed:
-            placed += await self._bind(gang_result.gang, dict(gang_result.bookings))
+        result = place_many(state, queue, now, self.rng)
+        groups = [
+            group
+            for gang_result in result.placed
+            if (group := self._binding(gang_result.gang, gang_result.bookings)) is not None
+        ]
+        await self._flush(groups)
+        placed = sum(len(g.writes) for g in groups)
         pending: dict[Name, str] = {}
         for gang_result in result.pending:
             _, workspace, workload = gang_result.gang.workload
@@ -390,44 +404,40 @@ class Scheduler:
                 pending[(workspace, workload)] = gang_result.explanation.message
         return placed, pending
 
-    async def _bind(self, gang: GangRequest, bookings: dict[str, Booking]) -> int:
+    def _binding(self, gang: GangRequest, bookings: Mapping[str, Booking]) -> Group | None:
+        """One gang's bindings: all its containers in one group (all or nothing)."""
         _zone, workspace, workload = gang.workload
         writes: list[Write] = []
-        records: list[tuple[Record, Booking]] = []
+        events: list[Event] = []
         for name, booking in bookings.items():
             container = self.snapshot.containers.get((workspace, name))
             if container is None:
-                return 0
+                return None
             volumes = adapter.resolve_volumes(
                 container.spec, workspace, self.snapshot.volumes, self.snapshot.storages
             )
             computed = adapter.computed_of(booking, container, volumes)
-            writes.append(
-                Write(
-                    key=container.key,
-                    patch=Patch(node=booking.node, computed=computed),
-                    expected_version=container.version,
-                )
-            )
-            records.append((container, booking))
-        try:
-            await self.store.batch(writes, actor=ACTOR, fence=self._fence())
-        except (Conflict, NotFound):
-            self._dirty.add((workspace, workload))
-            return 0
-        refreshed = {r.key: r for r in await self.store.get_many([w.key for w in writes])}
-        for container, booking in records:
-            self._note(container.key, refreshed.get(container.key))
+            patch = Patch(node=booking.node, computed=computed)
+            writes.append(Write(container.key, patch=patch, expected_version=container.version))
             gpus = f" with GPUs {list(booking.gpu_indices)}" if booking.gpu_indices else ""
-            await self._event(container.key, "Placed", f"placed on node {booking.node}{gpus}")
-        return len(records)
+            message = f"placed on node {booking.node}{gpus}"
+            events.append(Event(container.key, "Placed", message, ACTOR, self.clock()))
+        return Group((workspace, workload), writes, events)
 
-    async def _write_workload_status(
-        self, name: Name, phase: Phase, message: str, reason: str | None, now: float
-    ) -> None:
+    def _status(
+        self,
+        name: Name,
+        phase: Phase,
+        message: str,
+        reason: str | None,
+        started_at: float | None,
+    ) -> Group | None:
+        """The workload's computed status, when it changed (with a Queued event when
+        the pending reason did)."""
         workload = self.snapshot.workloads.get(name)
         if workload is None:
-            return
+            return None
+        current = workload.computed or {}
         running = sum(
             1
             for c in self.snapshot.containers_of(name)
@@ -439,10 +449,30 @@ class Scheduler:
             "message": message,
             "reason": reason,
         }
-        previous = (workload.computed or {}).get("reason")
-        await self._patch_computed(workload, values)
-        if reason and reason != previous:
-            await self._event(workload.key, "Queued", reason)
+        if started_at is not None and current.get("started_at") is None:
+            values["started_at"] = started_at
+        if all(current.get(k) == v for k, v in values.items()):
+            return None
+        events = []
+        if reason and reason != current.get("reason"):
+            events.append(Event(workload.key, "Queued", reason, ACTOR, self.clock()))
+        patch = Patch(computed={**current, **values})
+        write = Write(workload.key, patch=patch, expected_version=workload.version)
+        return Group(name, [write], events)
+
+
+@dataclass
+class Group:
+    """Writes that must succeed together (a gang's bindings, a re-creation), the
+    events that explain them, and the workload to revisit if they cannot be written."""
+
+    workload: Name
+    writes: list[Write]
+    events: list[Event] = field(default_factory=list)
+
+
+BATCH_GROUPS = 500
+"""Groups per transaction: big enough to amortise, small enough to keep locks short."""
 
 
 _WATCHED = frozenset(("Workload", "Container", "Node", "Volume", "Storage"))

@@ -250,12 +250,14 @@ class Event:
 
 @dataclass(frozen=True)
 class Write:
-    """One element of `Store.batch`: a create (expected_version=None, new set) or an update."""
+    """One element of `Store.batch`: a create (``new`` set), an update (``patch`` and
+    ``expected_version``) or a delete (``delete=True``, ``expected_version`` optional)."""
 
     key: Key
     patch: Patch | None = None
     expected_version: int | None = None
     new: NewRecord | None = None
+    delete: bool = False
 
 
 # --------------------------------------------------------------------------- protocol
@@ -316,15 +318,25 @@ class Store(Protocol):
         Raises `NotFound`, or `Conflict` when `expected_version` is given and stale.
         """
 
-    async def batch(self, writes: Sequence[Write], *, actor: str, fence: Fence | None) -> None:
+    async def batch(
+        self,
+        writes: Sequence[Write],
+        *,
+        actor: str,
+        fence: Fence | None,
+        events: Sequence[Event] = (),
+    ) -> list[Record | None]:
         """Apply several writes atomically where the backend can (SQLite: all or none).
 
-        Each write is checked like `create`/`update`; the first failure raises and, on
-        SQLite, nothing of the batch is kept. (The CQL backend documents its weaker
-        guarantee: each write is individually compare-and-set.) The fence is checked
-        once for the batch. A malformed `Write` (neither ``new`` nor ``patch`` +
-        ``expected_version``, or a ``new.key`` other than ``key``) raises `ValueError`
-        before anything is written.
+        Each write is checked like `create`/`update`/`delete`; the first failure raises
+        and, on SQLite, nothing of the batch is kept. The fence is checked once for the
+        batch. A malformed `Write` (not exactly one of create / update / delete, or a
+        ``new.key`` different from ``key``) raises `ValueError` before anything is
+        written. `events` are appended after the writes (same transaction on SQLite);
+        an event whose record does not exist after the writes is dropped, not an error.
+        Returns each write's record as written, ``None`` for deletes, in order.
+        (The CQL backend documents its weaker guarantee: each write is individually
+        compare-and-set.)
         """
 
     async def list_records(

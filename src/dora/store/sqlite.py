@@ -49,6 +49,7 @@ shared memory, do not work there (`dora.store.config` refuses known network moun
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
@@ -205,21 +206,28 @@ def _check_new(new: NewRecord) -> None:
         raise ValueError(f"invalid owner: {new.owner!r}")
 
 
-def _plan_write(write: Write) -> tuple[NewRecord | None, Key, dict[str, Any], int]:
-    """Validate one batch element: (new, key, patch fields, expected version)."""
+Plan = tuple[NewRecord | None, Key, dict[str, Any], int | None, bool]
+
+
+def _plan_write(write: Write) -> Plan:
+    """Validate one batch element: (new, key, patch fields, expected version, delete)."""
     if write.new is not None:
-        if write.patch is not None or write.expected_version is not None:
-            raise ValueError(f"{write.key}: a create carries neither patch nor version")
+        if write.patch is not None or write.expected_version is not None or write.delete:
+            raise ValueError(f"{write.key}: a create carries no patch, version or delete")
         if write.new.key != write.key:
             raise ValueError(f"{write.key}: new.key is {write.new.key}")
         _check_new(write.new)
-        return write.new, write.key, {}, 0
+        return write.new, write.key, {}, 0, False
+    _check_key(write.key)
+    if write.delete:
+        if write.patch is not None:
+            raise ValueError(f"{write.key}: a delete carries no patch")
+        return None, write.key, {}, write.expected_version, True
     if write.patch is None or write.expected_version is None:
         raise ValueError(f"{write.key}: an update needs patch and expected_version")
-    _check_key(write.key)
     items = write.patch.items()
     _check_fields(items)
-    return None, write.key, items, write.expected_version
+    return None, write.key, items, write.expected_version, False
 
 
 def _check_ttl(ttl: float) -> None:
@@ -795,22 +803,42 @@ class SqliteStore:
 
         await self._write(tx)
 
-    async def batch(self, writes: Sequence[Write], *, actor: str, fence: Fence | None) -> None:
+    async def batch(
+        self,
+        writes: Sequence[Write],
+        *,
+        actor: str,
+        fence: Fence | None,
+        events: Sequence[Event] = (),
+    ) -> list[Record | None]:
         plan = [_plan_write(write) for write in writes]
-        if not plan:
-            return
+        for event in events:
+            _check_key(event.key)
+        if not plan and not events:
+            return []
 
-        def tx(conn: sqlite3.Connection, now: float) -> None:
+        def tx(conn: sqlite3.Connection, now: float) -> list[Record | None]:
             _tx_check_fence(conn, fence, now)
-            for new, key, items, expected in plan:
+            out: list[Record | None] = []
+            for new, key, items, expected, delete in plan:
                 if new is not None:
-                    _tx_create(conn, now, new, actor)
+                    out.append(_tx_create(conn, now, new, actor))
                     self._append_feed(conn, key, "create", 1, FIELDS, now)
+                elif delete:
+                    version = _tx_delete(conn, key, expected)
+                    self._append_feed(conn, key, "delete", version, FIELDS, now)
+                    out.append(None)
                 else:
+                    assert expected is not None
                     record = _tx_update(conn, now, key, items, expected, actor)
                     self._append_feed(conn, key, "update", record.version, tuple(items), now)
+                    out.append(record)
+            for event in events:
+                with contextlib.suppress(NotFound):
+                    _tx_add_event(conn, event)
+            return out
 
-        await self._write(tx)
+        return await self._write(tx)
 
     async def list_records(
         self,
