@@ -3,6 +3,7 @@ abuse filters, metrics and the clock."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ class ApiContext:
     identity: Identity
     metrics: Metrics
     clock: Callable[[], float] = time.time
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server shuts down: long-polls answer at once instead of holding it."""
     failed_auth: FailedAuthFilter = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
 

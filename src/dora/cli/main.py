@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dora import __version__
-from dora.cli import profile, resources, server, tokens, validate
+from dora.cli import profile, resources, server, tokens, up, validate
 from dora.cli.common import ProfileOpt
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ resources.register(app)
 tokens.register(app)
 validate.register(app)
 server.register(app)
+up.register(app)
 
 
 @app.command("version")

@@ -13,12 +13,14 @@ from typing import Annotated
 import typer
 
 from dora.api.settings import ApiSettings, SettingsError
+from dora.cli import node as node_cli
 
 server_app = typer.Typer(
     name="server",
     help="Run Dora's services. Each reads the environment variables of the admin guide.",
     no_args_is_help=True,
 )
+node_cli.register(server_app)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -55,6 +57,7 @@ def api_cmd(
     import uvicorn
 
     from dora.api.app import create_app
+    from dora.api.serve import StoppableServer
     from dora.store import StoreError
     from dora.store.config import StoreSettings, open_store
 
@@ -92,7 +95,7 @@ def api_cmd(
             log_level=log_level.lower(),
             proxy_headers=False,
         )
-        await uvicorn.Server(config).serve()
+        await StoppableServer(app, config).serve()
 
     try:
         asyncio.run(run())

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from dora.api.context import ApiContext
-from dora.api.errors import conflict, invalid, not_found
+from dora.api.errors import conflict, invalid, not_found, require_unicode
 from dora.api.identity import GLOBAL, Caller
 from dora.api.schemas import Assignment, Assignments, ContainerReport, NodeReport, ReportOut
 from dora.api.services.resources import CAS_RETRIES
@@ -25,6 +25,7 @@ from dora.api.services.views import node_status
 from dora.store import Change, Conflict, CursorExpired, Event, Key, NotFound, Patch, Record
 
 AGENT_HEADER = "X-Dora-Agent"
+LONG_POLL_SLICE_S = 1.0
 
 
 def _node_key(zone: str, name: str) -> Key:
@@ -71,6 +72,7 @@ async def report(
     caller.require("Node", "Report", zone, GLOBAL)
     if not agent or len(agent) > 128:
         raise invalid(f"missing or malformed {AGENT_HEADER} header", field=AGENT_HEADER)
+    require_unicode(body.model_dump())
     now = ctx.clock()
     for _ in range(CAS_RETRIES):
         node = await _node(ctx, zone, name)
@@ -181,10 +183,13 @@ async def assignments(
     while True:
         mark = fingerprint(current)
         remaining = deadline - loop.time()
-        if since is None or mark != since or remaining <= 0:
+        if since is None or mark != since or remaining <= 0 or ctx.stopping.is_set():
             return Assignments(cursor=mark, containers=current)
         try:
-            changes = await ctx.store.wait_changes(zone, after=cursor, max_wait=remaining)
+            # Slices of at most a second, so a server shutting down is not held up.
+            changes = await ctx.store.wait_changes(
+                zone, after=cursor, max_wait=min(remaining, LONG_POLL_SLICE_S)
+            )
         except CursorExpired:
             cursor, relevant = await ctx.store.head(zone), True
         else:
