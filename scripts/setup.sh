@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install Dora and its development tools into ./.venv (idempotent, offline-friendly after the first run).
+# Install Dora and its development tools into ./.venv from uv.lock (idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v uv >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check "uv>=0.5"
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -m uv --version >/dev/null 2>&1; then
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 fi
-uv sync --frozen --quiet
-echo "dora installed: $(.venv/bin/dora version)"
+"$PYTHON" -m uv sync --frozen --quiet
+echo "dora installed: $(.venv/bin/dora version --client | head -1)"
