@@ -198,6 +198,14 @@ def _label(reason: Reason, request: Request) -> tuple[str, str]:
         return "no free CPUs", ""
     if reason is Reason.MEMORY:
         return "not enough memory", "bytes"
+    if reason is Reason.GPU_MODEL and request.gpu_models:
+        return "without " + " or ".join(f'"{m}"' for m in request.gpu_models), ""
+    if reason is Reason.CPU_MODEL and request.cpu_models:
+        return "without CPU " + " or ".join(f'"{m}"' for m in request.cpu_models), ""
+    if reason is Reason.NOT_ALLOWED:
+        return "not allowing " + ("GPUWorkload" if request.is_gpu else "CPUWorkload"), ""
+    if reason is Reason.NODE_SELECTOR and request.node_name:
+        return f'not node "{request.node_name}"', ""
     return reason.value, ""
 
 
