@@ -158,3 +158,25 @@ def test_describe_booking_for_events() -> None:
     booking = Booking("node2", gpu_indices=(0, 1), cpu_ids=(0, 1, 2, 3, 8), memory_bytes=64 * GIB)
     assert describe_booking(booking) == "node2 GPUs [0, 1] CPUs [0-3,8] memory 64.0 GiB"
     assert describe_booking(Booking("n", millicores=250)) == "n CPU 250m"
+
+
+def test_static_reasons_name_what_the_node_lacks() -> None:
+    gpu = Request(gpu_count=1, gpu_models=("A100",), node_name="n9")
+    cpu = Request(cpu_count=1, cpu_models=("EPYC",))
+    text = count_rejections(
+        3,
+        [
+            Rejection(Reason.GPU_MODEL),
+            Rejection(Reason.NOT_ALLOWED),
+            Rejection(Reason.NODE_SELECTOR),
+        ],
+        gpu,
+    ).message
+    assert text == (
+        '0/3 nodes fit: 1 not allowing GPUWorkload, 1 not node "n9", 1 without "A100"'
+    ), text
+    cpu_text = count_rejections(
+        2, [Rejection(Reason.CPU_MODEL), Rejection(Reason.NOT_ALLOWED)], cpu
+    )
+    assert '1 without CPU "EPYC"' in cpu_text.message
+    assert "1 not allowing CPUWorkload" in cpu_text.message
