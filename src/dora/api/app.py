@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from starlette.routing import Match
 
 from dora import __version__
 from dora.api.bootstrap import bootstrap
 from dora.api.context import ApiContext
 from dora.api.errors import install_error_handlers
 from dora.api.identity import Identity
+from dora.api.logs import redact_tokens_in_logs
 from dora.api.metrics import Metrics
 from dora.api.routers import nodes, resources, system, tokens
 from dora.api.settings import ApiSettings
@@ -44,6 +44,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        redact_tokens_in_logs()  # uvicorn has set up its log handlers by now
         await bootstrap(store, settings, now=clock(), announce=announce)
         await identity.start()
         try:
@@ -70,7 +71,7 @@ def create_app(
     ) -> Response:
         start = time.perf_counter()
         response = await call_next(request)
-        route = _route_template(app, request)
+        route = _route_template(request)
         metrics.requests.labels(route, request.method, str(response.status_code)).inc()
         metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
         return response
@@ -78,10 +79,11 @@ def create_app(
     return app
 
 
-def _route_template(app: FastAPI, request: Request) -> str:
-    """The matched route's path template, so metrics do not grow one series per name."""
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+def _route_template(request: Request) -> str:
+    """The matched route's path template, so metrics do not grow one series per name.
+
+    The router records the route it picked in the scope (FastAPI includes routers
+    lazily, so `app.router.routes` does not list the API's routes to match against)."""
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(template) if template else "unmatched"

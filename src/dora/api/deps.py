@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dora.api.context import ApiContext
 from dora.api.errors import ApiError, unauthorized
 from dora.api.identity import Caller
+from dora.api.schemas import ErrorOut
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked token"},
+    422: {"model": ErrorOut, "description": "Malformed request (body, query or path)"},
+    429: {
+        "model": ErrorOut,
+        "description": "Rate limited, or this address is banned after failed logins",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+}
+"""Answers every route that takes `CallerDep` may give, for its OpenAPI declaration."""
 
 
 def get_context(request: Request) -> ApiContext:
@@ -72,7 +90,20 @@ async def authenticate(request: Request, ctx: ApiContext, token: str | None) -> 
     return caller
 
 
-async def current_caller(request: Request, ctx: Ctx) -> Caller:
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `dora token create`, or the admin token printed once at "
+    "the first start",
+)
+
+
+async def current_caller(
+    request: Request,
+    ctx: Ctx,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> Caller:
+    # `_bearer` only declares the scheme in the OpenAPI document; the header is read
+    # (and every failure counted) by `authenticate`.
     return await authenticate(request, ctx, bearer_token(request))
 
 

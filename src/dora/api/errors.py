@@ -7,6 +7,7 @@ input ever produces an HTML page or a bare 500 with a traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -16,6 +17,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("dora.api")
+
+_PARTS = ("body", "query", "path", "header", "cookie")
+"""Where FastAPI says a request parameter came from (the first item of an error's loc)."""
 
 
 class ApiError(Exception):
@@ -50,6 +54,46 @@ def invalid(message: str, field: str | None = None) -> ApiError:
     return ApiError(400, "invalid", message, field=field)
 
 
+def require_unicode(value: Any, field: str = "") -> None:
+    """Refuse JSON text a UTF-8 store cannot hold: a lone surrogate escape such as
+    ``"\\ud800"`` parses into a Python string that fails to encode later, in the store.
+    The error names the first offending field."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        where = _first_bad_text(value, field) or field or None
+        raise invalid(
+            f"{where or 'body'}: text must be valid Unicode (lone surrogate escapes "
+            "such as \\ud800 are not allowed)",
+            field=where,
+        ) from None
+
+
+def _bad(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _first_bad_text(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if _bad(value) else None
+    items: Any = ()
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), k, v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", "", v) for i, v in enumerate(value))
+    for sub, key, item in items:
+        if isinstance(key, str) and _bad(key):
+            return path or None
+        found = _first_bad_text(item, sub)
+        if found:
+            return found
+    return None
+
+
 def unauthorized(message: str = "missing or invalid token") -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
@@ -70,6 +114,20 @@ def _json(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
+def _allowed_methods(app: FastAPI, path: str) -> str | None:
+    """Every method the OpenAPI document declares for the paths `path` matches."""
+    parts = path.split("/")
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        pattern = template.split("/")
+        if len(pattern) == len(parts) and all(
+            want == got or (want.startswith("{") and want.endswith("}") and got)
+            for want, got in zip(pattern, parts, strict=True)
+        ):
+            methods.update(m.upper() for m in operations)
+    return ", ".join(sorted(methods)) or None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -79,16 +137,33 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        field = ".".join(loc) or None
-        message = f"{field}: {first.get('msg', 'invalid')}" if field else "invalid request"
+        loc = [str(p) for p in first.get("loc", ())]
+        where = loc[0] if loc and loc[0] in _PARTS else None
+        if first.get("type") == "json_invalid":
+            # loc is (body, character offset): name the body, say where it broke.
+            field: str | None = "body"
+            reason = (first.get("ctx") or {}).get("error", "invalid JSON")
+            message = f"body: invalid JSON ({reason} at character {loc[-1]})"
+        else:
+            field = ".".join(loc[1:] if where else loc) or where
+            message = f"{field}: {first.get('msg', 'invalid')}" if field else "invalid request"
         return _json(ApiError(422, "invalid", message, field=field))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
-        return _json(ApiError(exc.status_code, code, message))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # The router names the methods of the first route on this path only; a 405
+            # must list them all (GET and DELETE of /v1/resources/{kind}/{name}).
+            headers["Allow"] = _allowed_methods(app, request.url.path) or headers.get("Allow", "")
+        return _json(ApiError(exc.status_code, code, message, headers=headers))
+
+    async def on_bad_text(_: Request, exc: Exception) -> JSONResponse:
+        # Last line of defence for text that reached the store without passing
+        # `require_unicode`: it is the client's input, not a server fault.
+        return _json(invalid("text must be valid Unicode (no lone surrogate escapes)"))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("event=internal_error path=%s", request.url.path)
@@ -97,4 +172,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(UnicodeEncodeError, on_bad_text)
     app.add_exception_handler(Exception, on_unexpected)

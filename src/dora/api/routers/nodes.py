@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 
-from dora.api.deps import CallerDep, Ctx
+from dora.api.deps import AUTH_RESPONSES, CallerDep, Ctx
 from dora.api.schemas import Assignments, ErrorOut, NodeReport, ReportOut
 from dora.api.services import nodes
 
@@ -14,7 +14,8 @@ router = APIRouter(
     prefix="/v1/nodes",
     tags=["nodes"],
     responses={
-        401: {"model": ErrorOut},
+        **AUTH_RESPONSES,
+        400: {"model": ErrorOut},
         403: {"model": ErrorOut},
         404: {"model": ErrorOut},
         409: {"model": ErrorOut},

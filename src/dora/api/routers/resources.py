@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 
-from dora.api.deps import CallerDep, Ctx
+from dora.api.deps import AUTH_RESPONSES, CallerDep, Ctx
 from dora.api.errors import ApiError
 from dora.api.schemas import (
     ApplyBatchOut,
@@ -32,14 +32,22 @@ router = APIRouter(
     prefix="/v1",
     tags=["resources"],
     responses={
+        **AUTH_RESPONSES,
         400: {"model": ErrorOut},
-        401: {"model": ErrorOut},
         403: {"model": ErrorOut},
         404: {"model": ErrorOut},
         409: {"model": ErrorOut},
     },
 )
 
+KindP = Annotated[
+    str,
+    Path(
+        description="a kind's name, plural or CLI alias, in any case (Workload, wk, nodes)",
+        examples=["workload", "wk", "container", "volume", "node", "gpu", "cpu", "storage"],
+    ),
+]
+NameP = Annotated[str, Path(description="the resource's name", examples=["node1", "home"])]
 ZoneQ = Annotated[str | None, Query(max_length=253, description="zone (default: yours)")]
 WorkspaceQ = Annotated[str | None, Query(max_length=253, description="workspace (default: yours)")]
 Document = Annotated[dict[str, Any], Body(description="one resource document, as JSON")]
@@ -82,7 +90,7 @@ async def apply_many(
 async def list_(
     ctx: Ctx,
     caller: CallerDep,
-    kind: str,
+    kind: KindP,
     zone: ZoneQ = None,
     workspace: WorkspaceQ = None,
     all: Annotated[bool, Query(description="every workspace you may read")] = False,
@@ -101,8 +109,8 @@ async def list_(
 async def describe(
     ctx: Ctx,
     caller: CallerDep,
-    kind: str,
-    name: str,
+    kind: KindP,
+    name: NameP,
     zone: ZoneQ = None,
     workspace: WorkspaceQ = None,
 ) -> ResourceOut:
@@ -115,8 +123,8 @@ async def describe(
 async def delete(
     ctx: Ctx,
     caller: CallerDep,
-    kind: str,
-    name: str,
+    kind: KindP,
+    name: NameP,
     zone: ZoneQ = None,
     workspace: WorkspaceQ = None,
     cascade: Annotated[bool, Query(description="also delete what depends on it")] = False,
@@ -131,8 +139,8 @@ async def delete(
 async def events(
     ctx: Ctx,
     caller: CallerDep,
-    kind: str,
-    name: str,
+    kind: KindP,
+    name: NameP,
     zone: ZoneQ = None,
     workspace: WorkspaceQ = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -148,8 +156,8 @@ async def events(
 async def versions(
     ctx: Ctx,
     caller: CallerDep,
-    kind: str,
-    name: str,
+    kind: KindP,
+    name: NameP,
     zone: ZoneQ = None,
     workspace: WorkspaceQ = None,
 ) -> VersionList:

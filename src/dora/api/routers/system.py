@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from dora import __version__
-from dora.api.deps import CallerDep, Ctx
+from dora.api.deps import AUTH_RESPONSES, CallerDep, Ctx
 from dora.api.schemas import VersionInfo, WhoAmI
 
 router = APIRouter(tags=["system"])
@@ -36,7 +36,7 @@ async def version(ctx: Ctx) -> VersionInfo:
     return VersionInfo(server=__version__, zone=ctx.settings.zone)
 
 
-@router.get("/v1/whoami", summary="The caller, their defaults and grants")
+@router.get("/v1/whoami", summary="The caller, their defaults and grants", responses=AUTH_RESPONSES)
 async def whoami(ctx: Ctx, caller: CallerDep) -> WhoAmI:
     return WhoAmI(
         user=caller.name,

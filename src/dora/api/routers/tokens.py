@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from dora.api.deps import CallerDep, Ctx
+from dora.api.deps import AUTH_RESPONSES, CallerDep, Ctx
 from dora.api.schemas import ErrorOut, TokenCreate, TokenCreated, TokenList, TokenOut
 from dora.api.services import tokens
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses={401: {"model": ErrorOut}})
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=AUTH_RESPONSES)
 
 
 @router.post(

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from dora.api.context import ApiContext
+from dora.api.errors import forbidden
 from dora.api.identity import Caller
 from dora.api.schemas import ResourceOut
+from dora.api.services.scope import read_zones, require
 from dora.api.services.views import READY, node_status
+from dora.auth import ALL
 from dora.model import KindInfo
 from dora.store import Record
 
@@ -95,12 +98,16 @@ async def list_view(
 ) -> list[ResourceOut]:
     """Rows of the CPU or GPU view of one zone (or every zone with ``All``)."""
     chosen = zone or caller.user.default_zone or ctx.settings.zone
-    zone_filter = None if chosen == "All" else chosen
+    zone_filter = None if chosen == ALL else chosen
     if zone_filter is None:
-        caller.require(info.name, "Get", "All", "")
+        zones = read_zones(caller, info, "Get") or []
+        if not zones:
+            raise forbidden(f"user {caller.name} may not Get {info.name} anywhere")
     else:
-        caller.require(info.name, "Get", zone_filter, "")
+        require(caller, info, "Get", zone_filter, "")
     nodes = await ctx.store.list_records("Node", zone=zone_filter)
+    if zone_filter is None and ALL not in zones:
+        nodes = [n for n in nodes if n.key.zone in zones]
     by_node = {
         n.key.name: await ctx.store.list_records("Container", zone=n.key.zone, node=n.key.name)
         for n in nodes

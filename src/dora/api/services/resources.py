@@ -11,8 +11,8 @@ from dora.api.context import ApiContext
 from dora.api.errors import ApiError, conflict, forbidden, invalid, not_found, require_unicode
 from dora.api.identity import GLOBAL, TOKEN_KIND, Caller
 from dora.api.schemas import ApplyResult, ApplyStatus, DeleteResult
-from dora.api.services.scope import ALL_ZONES, Scope, resolve_scope
-from dora.auth import in_scopes, visible_scopes
+from dora.api.services.scope import ALL_ZONES, Scope, require, resolve_scope, zone_level
+from dora.auth import ALL, in_scopes, visible_scopes
 from dora.model import KINDS, DocumentError, KindInfo, Resource, parse_document, resolve_kind
 from dora.model.errors import UnknownKindError
 from dora.store import (
@@ -258,9 +258,11 @@ def _list_scope(
     if info.workspaced:
         ws_filter = None if all_workspaces else (workspace or caller.default_workspace())
     if zone_filter is not None and ws_filter is not None:
-        caller.require(info.name, "Get", zone_filter, ws_filter)
+        require(caller, info, "Get", zone_filter, ws_filter)
         return zone_filter, ws_filter, None
     scopes = visible_scopes(caller.user.grants, caller.roles, info.name, "Get")
+    if zone_level(info):
+        scopes = [(z, ALL) for z, _ in scopes]  # any workspace's grant reads the zone
     if not scopes:
         raise forbidden(f"user {caller.name} may not Get {info.name} anywhere")
     return zone_filter, ws_filter, scopes
@@ -295,7 +297,7 @@ async def get_one(
     scope = resolve_scope(
         info, caller, ctx.settings.zone, query_zone=zone, query_workspace=workspace
     )
-    caller.require(info.name, verb, scope.zone, scope.workspace)
+    require(caller, info, verb, scope.zone, scope.workspace)
     key = Key(info.name, scope.zone, scope.workspace, name)
     try:
         return await ctx.store.get(key)

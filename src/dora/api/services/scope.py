@@ -13,9 +13,38 @@ from dataclasses import dataclass
 
 from dora.api.errors import invalid
 from dora.api.identity import Caller
+from dora.auth import ALL, visible_scopes
 from dora.model import KindInfo
 
 ALL_ZONES = "All"
+ZONE_READ_VERBS = frozenset({"get", "describe"})
+"""Verbs with which a zone-level kind may be read from a grant on one workspace."""
+
+
+def zone_level(info: KindInfo) -> bool:
+    """Kinds that belong to a zone but to no workspace: Node, Storage, CPU, GPU, …"""
+    return info.zoned and not info.workspaced
+
+
+def read_zones(caller: Caller, info: KindInfo, verb: str) -> list[str] | None:
+    """For a Get/Describe of a zone-level kind: the zones (``All`` = every zone) where
+    some grant — on any workspace — lets the caller read it; None for other actions.
+
+    The admin guide's ``user`` role lists ``CPU``, ``GPU``, ``Storage`` and
+    ``Resourcecredit: Get`` for a user granted one workspace: seeing the zone's
+    inventory and prices is part of working in it. Writes to zone-level kinds still
+    need a grant on every workspace of the zone."""
+    if not zone_level(info) or verb.lower() not in ZONE_READ_VERBS:
+        return None
+    return [z for z, _ in visible_scopes(caller.user.grants, caller.roles, info.name, verb)]
+
+
+def require(caller: Caller, info: KindInfo, verb: str, zone: str, workspace: str) -> None:
+    """403 unless the caller may do `verb` on `info` in (`zone`, `workspace`)."""
+    zones = read_zones(caller, info, verb)
+    if zones is not None and (ALL in zones or zone in zones):
+        return
+    caller.require(info.name, verb, zone, workspace)
 
 
 @dataclass(frozen=True)

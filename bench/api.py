@@ -1,0 +1,309 @@
+"""API benchmark: authenticated list and apply at 1/10/50 concurrent clients, against
+the framework floor, in one run.
+
+    .venv/bin/python bench/api.py [--requests 2000] [--seconds 5] [--workloads 20]
+
+Starts a real ``dora server api`` process (SQLite in a temporary directory, bound to
+127.0.0.1) and, beside it, a bare ASGI endpoint served by uvicorn with the settings
+`dora server api` uses (same host, log level and access log, no proxy headers): the
+most any route of this framework can do on this machine. Then, with httpx async
+clients on 127.0.0.1 (each level bounded by a request count and a time limit):
+
+* ``get``   — ``GET /v1/resources/workload`` (a list of ``--workloads`` workloads),
+              authenticated, the per-request path every client takes;
+* ``apply`` — ``POST /v1/apply`` of a new Workload each time (create: one record, its
+              first spec version and a ``Created`` event, all written to SQLite);
+* ``floor`` — ``GET /`` of the bare endpoint (a small JSON body).
+
+The rate limit is raised for the run (`DORA_RATE_PER_S`): the bench measures the
+server, not the limiter. It prints a table, then a last line::
+
+    get_rps=… apply_p99_ms=… floor_rps=… ratio=…
+
+with ``ratio = get_rps / floor_rps`` and ``apply_p99_ms``, both at 10 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import (  # noqa: E402  (the repository root goes on sys.path first)
+    ApiProcess,
+    apply_many,
+    doc,
+    free_port,
+    workload_doc,
+)
+
+LEVELS = (1, 10, 50)
+WORKSPACE = "bench"
+APPLY_WORKSPACE = "bench-apply"
+"""Applied workloads go elsewhere, so the listed workspace keeps its size."""
+HOST = "127.0.0.1"
+
+
+# --------------------------------------------------------------------- the floor
+
+
+async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The bare ASGI endpoint: a fixed small JSON answer, no routing, no framework."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b'{"items":[]}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"12")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve_floor(port: int) -> None:
+    import uvicorn
+
+    # The same uvicorn settings `dora server api` passes (see dora.cli.server).
+    uvicorn.run(floor_app, host=HOST, port=port, log_level="info", proxy_headers=False)
+
+
+class FloorProcess:
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-floor", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the floor server exited with {self.proc.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(self.url + "/", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("the floor server did not start")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+# --------------------------------------------------------------------- the load
+
+
+@dataclass
+class Result:
+    name: str
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+
+async def drive(
+    name: str,
+    base_url: str,
+    token: str | None,
+    clients: int,
+    make_request: Request,
+    *,
+    total: int,
+    seconds: float,
+    expect: int = 200,
+) -> Result:
+    """`clients` concurrent loops, each with its own connection, until `total`
+    requests are sent or `seconds` have passed."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, limits=limits, timeout=30
+    ) as client:
+        # Warm up every connection (and the server's caches) before measuring.
+        await asyncio.gather(*(make_request(client, -1 - i) for i in range(clients)))
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def loop() -> None:
+            nonlocal errors, sent
+            while sent < total and time.perf_counter() < deadline:
+                n = sent
+                sent += 1
+                t0 = time.perf_counter()
+                r = await make_request(client, n)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                if r.status_code != expect:
+                    errors += 1
+
+        await asyncio.gather(*(loop() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    return Result(name, clients, len(latencies), errors, elapsed, latencies)
+
+
+def list_request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
+    return client.get("/v1/resources/workload", params={"workspace": WORKSPACE})
+
+
+def apply_request(run_id: str) -> Request:
+    def request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
+        name = f"a{run_id}-{'w' if n < 0 else ''}{abs(n)}"
+        return client.post("/v1/apply", json=workload_doc(name, workspace=APPLY_WORKSPACE))
+
+    return request
+
+
+def floor_request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
+    return client.get("/")
+
+
+# --------------------------------------------------------------------- main
+
+
+def print_table(results: list[Result]) -> None:
+    print(
+        f"{'test':<6} {'clients':>7} {'requests':>8} {'errors':>6} {'rps':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    )
+    for r in results:
+        print(
+            f"{r.name:<6} {r.clients:>7} {r.requests:>8} {r.errors:>6} {r.rps:>9.0f} "
+            f"{r.pct(0.50):>8.2f} {r.pct(0.99):>8.2f} {max(r.latencies_ms):>8.2f}"
+        )
+
+
+async def bench(api: ApiProcess, token: str, floor_url: str, args: argparse.Namespace) -> None:
+    results: list[Result] = []
+    for clients in LEVELS:
+        results.append(
+            await drive(
+                "floor",
+                floor_url,
+                None,
+                clients,
+                floor_request,
+                total=args.requests,
+                seconds=args.seconds,
+            )
+        )
+        results.append(
+            await drive(
+                "get",
+                api.url,
+                token,
+                clients,
+                list_request,
+                total=args.requests,
+                seconds=args.seconds,
+            )
+        )
+        results.append(
+            await drive(
+                "apply",
+                api.url,
+                token,
+                clients,
+                apply_request(f"{clients}"),
+                total=args.apply_requests,
+                seconds=args.seconds,
+            )
+        )
+    print_table(results)
+    at10 = {r.name: r for r in results if r.clients == 10}
+    failed = sum(r.errors for r in results)
+    if failed:
+        print(f"WARNING: {failed} requests did not get the expected status")
+    get_rps, floor_rps = at10["get"].rps, at10["floor"].rps
+    print(
+        f"get_rps={get_rps:.0f} apply_p99_ms={at10['apply'].pct(0.99):.1f} "
+        f"floor_rps={floor_rps:.0f} ratio={get_rps / floor_rps:.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="per level, get and floor")
+    parser.add_argument("--apply-requests", type=int, default=1000, help="per level, apply")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time limit per level")
+    parser.add_argument("--workloads", type=int, default=20, help="workloads in the list")
+    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_floor:
+        serve_floor(args.serve_floor)
+        return
+    with tempfile.TemporaryDirectory(prefix="dora-bench-api-") as tmp:
+        env = {"DORA_RATE_PER_S": "1000000000", "DORA_RATE_BURST": "1000000000"}
+        api = ApiProcess(Path(tmp), env=env, name="bench")
+        floor = FloorProcess(Path(tmp) / "floor.log")
+        try:
+            api.start().wait_ready()
+            floor.wait_ready()
+            token = api.admin_token()
+            with api.client(token) as admin:
+                apply_many(admin, [doc("Workspace", WORKSPACE), doc("Workspace", APPLY_WORKSPACE)])
+                apply_many(
+                    admin,
+                    [
+                        workload_doc(f"listed-{i}", workspace=WORKSPACE)
+                        for i in range(args.workloads)
+                    ],
+                )
+            print(
+                f"server: {api.url} (SQLite in {tmp}); floor: {floor.url}; "
+                f"list of {args.workloads} workloads; cpus: {os.cpu_count()}"
+            )
+            asyncio.run(bench(api, token, floor.url, args))
+        finally:
+            floor.stop()
+            api.stop()
+
+
+if __name__ == "__main__":
+    main()

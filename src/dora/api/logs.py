@@ -1,0 +1,48 @@
+"""Keep tokens out of the server's logs.
+
+The server itself never logs a token (it logs `dora.auth.fingerprint` instead), but a
+client may put one where a log line repeats it: in a URL (``?access_token=…``, as the
+original's clients did) that uvicorn's access log prints, or in a path. Every handler
+of the server's loggers therefore masks anything shaped like a JWT.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+"""A JWT: base64url of ``{"…`` (the header), payload and signature."""
+MASK = "[token]"
+_LOGGERS = ("", "uvicorn", "uvicorn.access", "uvicorn.error", "dora")
+
+
+def redact(text: str) -> str:
+    return _JWT.sub(MASK, text)
+
+
+def _clean(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
+
+
+class RedactTokens(logging.Filter):
+    """Mask JWT-shaped strings in a record's message and arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_clean(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _clean(v) for k, v in record.args.items()}
+        return True
+
+
+def redact_tokens_in_logs() -> None:
+    """Attach the filter to every handler of the server's loggers (idempotent).
+    Handler filters see records propagated from child loggers too."""
+    for name in _LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactTokens) for f in handler.filters):
+                handler.addFilter(RedactTokens())
