@@ -180,6 +180,8 @@ class ContainerReport(Wire):
     reason: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    restarts: int = Field(default=0, ge=0)
+    """How often the agent restarted it (restartPolicy) since it was assigned."""
 
 
 class NodeReport(Wire):
