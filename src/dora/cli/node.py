@@ -26,6 +26,7 @@ def node_cmd(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     from dora.node.agent import serve
+    from dora.node.docker import DriverError
     from dora.node.settings import NodeSettings, NodeSettingsError
 
     logging.basicConfig(
@@ -52,7 +53,11 @@ def node_cmd(
         except asyncio.CancelledError:
             logging.getLogger("dora.node").info("event=agent_stop (containers keep running)")
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except DriverError as exc:
+        typer.secho(f"error: {exc.reason}", err=True, fg="red")
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:

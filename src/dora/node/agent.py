@@ -240,12 +240,15 @@ class Agent:
                 log.debug("event=assignments count=%d cursor=%s", len(self.wants), cursor)
 
     # ------------------------------------------------------------------ reconcile
-    def busy(self, since_seq: int) -> frozenset[Key]:
+    def busy(self, since_seq: int) -> tuple[frozenset[Key], frozenset[Key]]:
+        """Containers reconciliation must leave alone this pass: operations in flight,
+        operations that ended while Docker was being listed (``just_done``: the listing
+        may predate them), and failed operations waiting to be retried."""
         now = self.clock()
-        keys = set(self.tasks)
-        keys.update(k for k, seq in self._done_seq.items() if seq > since_seq)
-        keys.update(k for k, at in self.op_retry_at.items() if at > now)
-        return frozenset(keys)
+        just_done = frozenset(k for k, seq in self._done_seq.items() if seq > since_seq)
+        self._done_seq = {k: seq for k, seq in self._done_seq.items() if seq > since_seq}
+        self.op_retry_at = {k: at for k, at in self.op_retry_at.items() if at > now}
+        return frozenset(self.tasks) | just_done | frozenset(self.op_retry_at), just_done
 
     async def refresh(self) -> list[Have]:
         now = time.monotonic()
@@ -266,12 +269,12 @@ class Agent:
         haves = await self.refresh()
         if not self.have_assignments:
             return
-        busy = self.busy(seq)
+        busy, just_done = self.busy(seq)
         now = self.clock()
         plan = reconcile(self.wants.values(), haves, self.history, now, self.settings.restart, busy)
         self.history = plan.history
         self._wake_at = plan.wake_at
-        if busy - set(self.tasks):
+        if just_done - set(self.tasks):
             self.wake()  # an operation ended while we listed: look again at once
         log.debug(
             "event=reconcile wants=%d haves=%d actions=%d busy=%d",

@@ -322,7 +322,15 @@ class DockerDriver:
         """Open a client for ``url`` (``unix:///…``, ``tcp://…``), else DOCKER_HOST or
         the default socket."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
-        return cls(aiodocker.Docker(url=url, timeout=timeout), **kwargs)
+        try:
+            client = aiodocker.Docker(url=url, timeout=timeout)
+        except ValueError as exc:
+            raise DriverError(
+                f"no Docker engine found ({exc}): mount /var/run/docker.sock into the agent "
+                "or set DOCKER_HOST",
+                permanent=True,
+            ) from None
+        return cls(client, **kwargs)
 
     async def close(self) -> None:
         await self.docker.close()

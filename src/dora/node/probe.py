@@ -65,7 +65,10 @@ class Probe:
     async def docker(self) -> dict[str, Any]:
         now = time.monotonic()
         if now - self._docker_at >= self._docker_every_s:
-            version, info = await self._docker_facts()
+            try:
+                version, info = await self._docker_facts()
+            except Exception:  # the engine is away: report what we knew
+                return dict(self._docker)
             self._docker = {
                 "docker_version": str(version.get("Version") or info.get("ServerVersion") or ""),
                 "nvidia_runtime": nvidia_runtime(info),

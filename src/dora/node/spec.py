@@ -58,6 +58,18 @@ job is never killed for an edit): they apply when the container is next (re)crea
 and they reset its crash-loop history. To replace a container at once, the scheduler
 writes a new record (new uid). `run_hash` identifies "what runs" for that purpose.
 
+What the agent reports back (``ContainerReport`` → the record's ``observed``)
+    ``state`` is one of ``creating``, ``pulling``, ``running``, ``restarting``,
+    ``paused``, ``exited`` (with ``exit_code``), ``failed`` (with ``reason``),
+    ``draining``, ``deleted``; plus ``container_id``, ``started_at``/``finished_at``
+    (Unix seconds), ``restarts`` and ``uid`` (the record's uid the container was made
+    for). ``exited`` and ``failed`` are final for this node: the agent will not start
+    it again (restartPolicy ``Never``, ``OnFailure`` after exit 0, or it gave up: a
+    crash loop, a permanent error). While it still retries it says ``creating`` (a
+    failed start, the reason says why) or ``restarting`` (exited, starting again after
+    the backoff). ``deleted``: drained and removed, the record may go. State machine
+    and restart rules: `dora.node.reconcile`.
+
 `parse_assignment` turns one assignment into a `RunSpec`, raising `SpecError` with a
 readable reason when it cannot be run as given (the reason is reported as the
 container's ``failed`` state).
