@@ -15,6 +15,11 @@ clients on 127.0.0.1 (each level bounded by a request count and a time limit):
               first spec version and a ``Created`` event, all written to SQLite);
 * ``floor`` — ``GET /`` of the bare endpoint (a small JSON body).
 
+Each client loop has its own httpx client and connection. The same client drives
+all three, so on a small machine the floor is partly the client's own limit; the
+table's last column (server CPU per request, from /proc, all threads) is the figure
+that does not depend on the client or on other load on the machine.
+
 The rate limit is raised for the run (`DORA_RATE_PER_S`): the bench measures the
 server, not the limiter. It prints a table, then a last line::
 
@@ -131,6 +136,12 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    server_cpu_s: float = float("nan")
+
+    @property
+    def cpu_ms(self) -> float:
+        """Server CPU (all its threads) per request."""
+        return self.server_cpu_s / self.requests * 1000 if self.requests else float("nan")
 
     @property
     def rps(self) -> float:
@@ -146,6 +157,15 @@ class Result:
 Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def drive(
     name: str,
     base_url: str,
@@ -155,24 +175,31 @@ async def drive(
     *,
     total: int,
     seconds: float,
+    server_pid: int,
     expect: int = 200,
 ) -> Result:
-    """`clients` concurrent loops, each with its own connection, until `total`
-    requests are sent or `seconds` have passed."""
+    """`clients` concurrent loops, each with its own client and connection (httpx's
+    shared pool slows down with many connections), until `total` requests are sent or
+    `seconds` have passed."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     latencies: list[float] = []
     errors = 0
     sent = 0
-    async with httpx.AsyncClient(
-        base_url=base_url, headers=headers, limits=limits, timeout=30
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        pool = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=30)
+            )
+            for _ in range(clients)
+        ]
         # Warm up every connection (and the server's caches) before measuring.
-        await asyncio.gather(*(make_request(client, -1 - i) for i in range(clients)))
+        await asyncio.gather(*(make_request(c, -1 - i) for i, c in enumerate(pool)))
+        cpu_start = cpu_seconds(server_pid)
         start = time.perf_counter()
         deadline = start + seconds
 
-        async def loop() -> None:
+        async def loop(client: httpx.AsyncClient) -> None:
             nonlocal errors, sent
             while sent < total and time.perf_counter() < deadline:
                 n = sent
@@ -183,9 +210,10 @@ async def drive(
                 if r.status_code != expect:
                     errors += 1
 
-        await asyncio.gather(*(loop() for _ in range(clients)))
+        await asyncio.gather(*(loop(c) for c in pool))
         elapsed = time.perf_counter() - start
-    return Result(name, clients, len(latencies), errors, elapsed, latencies)
+        cpu = cpu_seconds(server_pid) - cpu_start
+    return Result(name, clients, len(latencies), errors, elapsed, latencies, cpu)
 
 
 def list_request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
@@ -210,51 +238,39 @@ def floor_request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response
 def print_table(results: list[Result]) -> None:
     print(
         f"{'test':<6} {'clients':>7} {'requests':>8} {'errors':>6} {'rps':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'server cpu ms/req':>18}"
     )
     for r in results:
         print(
             f"{r.name:<6} {r.clients:>7} {r.requests:>8} {r.errors:>6} {r.rps:>9.0f} "
-            f"{r.pct(0.50):>8.2f} {r.pct(0.99):>8.2f} {max(r.latencies_ms):>8.2f}"
+            f"{r.pct(0.50):>8.2f} {r.pct(0.99):>8.2f} {max(r.latencies_ms):>8.2f} "
+            f"{r.cpu_ms:>18.2f}"
         )
 
 
-async def bench(api: ApiProcess, token: str, floor_url: str, args: argparse.Namespace) -> None:
+async def bench(api: ApiProcess, token: str, floor: FloorProcess, args: argparse.Namespace) -> None:
+    assert api.proc is not None
+    pid = api.proc.pid
     results: list[Result] = []
     for clients in LEVELS:
-        results.append(
-            await drive(
-                "floor",
-                floor_url,
-                None,
-                clients,
-                floor_request,
-                total=args.requests,
-                seconds=args.seconds,
+        levels: list[tuple[str, str, str | None, Request, int, int]] = [
+            ("floor", floor.url, None, floor_request, args.requests, floor.proc.pid),
+            ("get", api.url, token, list_request, args.requests, pid),
+            ("apply", api.url, token, apply_request(f"{clients}"), args.apply_requests, pid),
+        ]
+        for name, url, auth, request, total, server_pid in levels:
+            results.append(
+                await drive(
+                    name,
+                    url,
+                    auth,
+                    clients,
+                    request,
+                    total=total,
+                    seconds=args.seconds,
+                    server_pid=server_pid,
+                )
             )
-        )
-        results.append(
-            await drive(
-                "get",
-                api.url,
-                token,
-                clients,
-                list_request,
-                total=args.requests,
-                seconds=args.seconds,
-            )
-        )
-        results.append(
-            await drive(
-                "apply",
-                api.url,
-                token,
-                clients,
-                apply_request(f"{clients}"),
-                total=args.apply_requests,
-                seconds=args.seconds,
-            )
-        )
     print_table(results)
     at10 = {r.name: r for r in results if r.clients == 10}
     failed = sum(r.errors for r in results)
@@ -299,7 +315,7 @@ def main() -> None:
                 f"server: {api.url} (SQLite in {tmp}); floor: {floor.url}; "
                 f"list of {args.workloads} workloads; cpus: {os.cpu_count()}"
             )
-            asyncio.run(bench(api, token, floor.url, args))
+            asyncio.run(bench(api, token, floor, args))
         finally:
             floor.stop()
             api.stop()

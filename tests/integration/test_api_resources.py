@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -339,3 +340,44 @@ def test_kind_aliases_and_plurals(admin: httpx.Client, seeded: Any) -> None:
     for alias in ("node", "nodes", "Node", "NODES"):
         names = {n["name"] for n in admin.get(f"/v1/resources/{alias}").json()["items"]}
         assert {"node1", "node2"} <= names
+
+
+def test_concurrent_applies_of_one_workload_create_it_once(
+    api: ApiProcess, admin: httpx.Client, seeded: Any
+) -> None:
+    name = unique("race")
+
+    def go(replicas: int) -> httpx.Response:
+        with api.client(api.admin_token()) as c:
+            return c.post("/v1/apply", json=workload_doc(name, workspace=SEED_USER))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(go, range(8)))
+    assert [r.status_code for r in replies] == [200] * 8, [r.text for r in replies]
+    statuses = sorted(r.json()["status"] for r in replies)
+    assert statuses == ["created"] + ["unchanged"] * 7
+    events = admin.get(f"/v1/resources/workload/{name}/events", params={"workspace": SEED_USER})
+    assert [e["reason"] for e in events.json()["items"]] == ["Created"]
+
+
+def test_concurrent_scaling_is_never_lost_or_an_error(
+    api: ApiProcess, admin: httpx.Client, seeded: Any
+) -> None:
+    name = unique("scale")
+    apply(admin, workload_doc(name, workspace=SEED_USER))
+
+    def go(replicas: int) -> httpx.Response:
+        with api.client(api.admin_token()) as c:
+            doc_ = workload_doc(name, workspace=SEED_USER, replicas=replicas)
+            return c.post("/v1/apply", json=doc_)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        replies = list(pool.map(go, range(2, 8)))
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+    assert {r.json()["status"] for r in replies} <= {"scaled", "unchanged"}
+    final = admin.get(f"/v1/resources/workload/{name}", params={"workspace": SEED_USER}).json()
+    # The last write wins, and every write is one version step with its own event.
+    assert final["spec"]["replica"]["count"] in range(2, 8)
+    events = admin.get(f"/v1/resources/workload/{name}/events", params={"workspace": SEED_USER})
+    scaled = [e for e in events.json()["items"] if e["reason"] == "Scaled"]
+    assert len(scaled) == final["version"] - 1

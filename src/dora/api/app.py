@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dora import __version__
 from dora.api.bootstrap import bootstrap
@@ -65,25 +66,45 @@ def create_app(
     for module in (system, tokens, resources, nodes):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def count_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = _route_template(request)
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
-        return response
-
+    app.add_middleware(CountRequests, metrics=metrics)
     return app
 
 
-def _route_template(request: Request) -> str:
+class CountRequests:
+    """Request count and latency by route template, as a plain ASGI middleware (the
+    `@app.middleware("http")` form runs every request through extra tasks and
+    streams, which costs more than the metrics themselves)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = _route_template(scope)
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
+
+
+def _route_template(scope: Scope) -> str:
     """The matched route's path template, so metrics do not grow one series per name.
 
     The router records the route it picked in the scope (FastAPI includes routers
     lazily, so `app.router.routes` does not list the API's routes to match against)."""
-    route = request.scope.get("route")
+    route = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     return str(template) if template else "unmatched"

@@ -30,7 +30,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 """Answers every route that takes `CallerDep` may give, for its OpenAPI declaration."""
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx
 

@@ -5,6 +5,7 @@ the scope actually acted on, validate, and talk to the store."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 from dora.api.context import ApiContext
@@ -24,6 +25,7 @@ from dora.store import (
     NotFound,
     Patch,
     Record,
+    Write,
     spec_hash,
 )
 
@@ -83,30 +85,46 @@ async def apply(
         query_workspace=query_workspace,
     )
     caller.require(resource.kind, "Apply", scope.zone, scope.workspace)
-    await check_dependencies(ctx, caller, resource, scope)
     key = Key(resource.kind, scope.zone, scope.workspace, resource.name)
+    # One read for the record and the zone and workspace it lives in.
+    wanted = [key, *_scope_keys(info, scope)]
+    known = {r.key: r for r in await ctx.store.get_many(wanted)}
+    await check_dependencies(ctx, caller, resource, scope, known=known)
     spec = resource.spec_dict()
     meta = dict(resource.meta)
+    existing = known.get(key)
     for _ in range(CAS_RETRIES):
         try:
-            return await _apply_once(ctx, caller, key, spec, meta)
+            return await _apply_once(ctx, caller, key, spec, meta, existing)
         except (Conflict, AlreadyExists):
-            continue
+            existing = next(iter(await ctx.store.get_many([key])), None)
     raise conflict(f"{key} is being changed by someone else right now; apply again")
 
 
+def _scope_keys(info: KindInfo, scope: Scope) -> list[Key]:
+    keys = []
+    if info.zoned:
+        keys.append(Key("Zone", GLOBAL, GLOBAL, scope.zone))
+    if info.workspaced:
+        keys.append(Key("Workspace", GLOBAL, GLOBAL, scope.workspace))
+    return keys
+
+
 async def _apply_once(
-    ctx: ApiContext, caller: Caller, key: Key, spec: dict[str, Any], meta: dict[str, Any]
+    ctx: ApiContext,
+    caller: Caller,
+    key: Key,
+    spec: dict[str, Any],
+    meta: dict[str, Any],
+    existing: Record | None,
 ) -> ApplyResult:
-    store = ctx.store
-    try:
-        existing = await store.get(key)
-    except NotFound:
-        record = await store.create(
-            NewRecord(key=key, spec=spec, meta=meta, owner=caller.name), actor=caller.name
-        )
-        await _event(ctx, key, "Created", f"{key.kind} {key.name} created", caller.name)
-        return _result("created", record, f"{key.kind} {key.name} created")
+    """Create or update `key` from what was read (`existing`); the record and its event
+    are written in one transaction. Raises Conflict / AlreadyExists on a race."""
+    if existing is None:
+        message = f"{key.kind} {key.name} created"
+        new = NewRecord(key=key, spec=spec, meta=meta, owner=caller.name)
+        record = await _write_with_event(ctx, caller, Write(key=key, new=new), "Created", message)
+        return _result("created", record, message)
     if existing.desired == "drain":
         raise conflict(
             f"{key.kind} {key.name} is being deleted; wait until it is gone, then apply again"
@@ -114,20 +132,26 @@ async def _apply_once(
     status = apply_status(existing, spec, meta)
     if status == "unchanged":
         return _result(status, existing, f"{key.kind} {key.name} unchanged")
-    record = await store.update(
-        key,
-        Patch(spec=spec, meta=meta),
-        expected_version=existing.version,
-        actor=caller.name,
-    )
     if status == "scaled":
         before, after = _replicas(existing.spec), _replicas(spec)
-        message = f"{key.kind} {key.name} scaled from {before} to {after} replicas"
-        await _event(ctx, key, "Scaled", message, caller.name)
+        reason, message = (
+            "Scaled",
+            f"{key.kind} {key.name} scaled from {before} to {after} replicas",
+        )
     else:
-        message = f"{key.kind} {key.name} updated"
-        await _event(ctx, key, "Updated", message, caller.name)
+        reason, message = "Updated", f"{key.kind} {key.name} updated"
+    write = Write(key=key, patch=Patch(spec=spec, meta=meta), expected_version=existing.version)
+    record = await _write_with_event(ctx, caller, write, reason, message)
     return _result(status, record, message)
+
+
+async def _write_with_event(
+    ctx: ApiContext, caller: Caller, write: Write, reason: str, message: str
+) -> Record:
+    event = Event(write.key, reason, message, caller.name, ctx.clock())
+    (record,) = await ctx.store.batch([write], actor=caller.name, fence=None, events=[event])
+    assert record is not None
+    return record
 
 
 def _replicas(spec: dict[str, Any]) -> Any:
@@ -161,7 +185,9 @@ async def _event(ctx: ApiContext, key: Key, reason: str, message: str, actor: st
     await ctx.store.add_event(Event(key, reason, message, actor, ctx.clock()))
 
 
-async def _exists(ctx: ApiContext, key: Key) -> bool:
+async def _exists(ctx: ApiContext, key: Key, known: Mapping[Key, Record] | None = None) -> bool:
+    if known is not None and key in known:
+        return True
     try:
         await ctx.store.get(key)
     except NotFound:
@@ -170,17 +196,23 @@ async def _exists(ctx: ApiContext, key: Key) -> bool:
 
 
 async def check_dependencies(
-    ctx: ApiContext, caller: Caller, resource: Resource, scope: Scope
+    ctx: ApiContext,
+    caller: Caller,
+    resource: Resource,
+    scope: Scope,
+    *,
+    known: Mapping[Key, Record] | None = None,
 ) -> None:
-    """Refuse documents that point at things that do not exist (or are not theirs)."""
+    """Refuse documents that point at things that do not exist (or are not theirs).
+    `known`: records already read (their existence needs no second read)."""
     info = KINDS[resource.kind]
-    if info.zoned and not await _exists(ctx, Key("Zone", GLOBAL, GLOBAL, scope.zone)):
+    if info.zoned and not await _exists(ctx, Key("Zone", GLOBAL, GLOBAL, scope.zone), known):
         raise invalid(
             f"zone {scope.zone!r} does not exist; apply a Zone named {scope.zone!r} first",
             field="metadata.zone",
         )
     if info.workspaced and not await _exists(
-        ctx, Key("Workspace", GLOBAL, GLOBAL, scope.workspace)
+        ctx, Key("Workspace", GLOBAL, GLOBAL, scope.workspace), known
     ):
         raise invalid(
             f"workspace {scope.workspace!r} does not exist; apply a Workspace named "
