@@ -60,7 +60,10 @@ def client_for(profile: str | None, *, insecure: bool = False, ca_cert: str | No
         verify = False
     elif ca_cert or chosen.ca_cert:
         verify = str(ca_cert or chosen.ca_cert)
-    return Client(chosen.server, chosen.token, verify=verify)
+    try:
+        return Client(chosen.server, chosen.token, verify=verify)
+    except OSError as exc:  # a CA bundle that is missing or not PEM
+        raise fail(f"cannot use the CA bundle {verify}: {exc}", EXIT_USAGE) from None
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -75,7 +78,15 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except DoraError as exc:
             if kwargs.get("debug") or os.environ.get("DORA_DEBUG"):
                 raise
-            where = f" ({exc.field})" if exc.field and exc.field not in exc.message else ""
-            raise fail(f"{exc.message}{where}") from None
+            raise fail(error_line(exc)) from None
 
     return wrapper
+
+
+def error_line(exc: Any) -> str:
+    """A client error as one line: the message, the field, and a hint when one helps."""
+    where = f" ({exc.field})" if exc.field and exc.field not in exc.message else ""
+    hint = ""
+    if "CERTIFICATE_VERIFY_FAILED" in exc.message:
+        hint = " (a self-signed API? pass --ca-cert FILE, or --insecure)"
+    return f"{exc.message}{where}{hint}"

@@ -53,11 +53,17 @@ def load(path: Path) -> Config:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must be a mapping with 'current' and 'profiles'")
     profiles: dict[str, Profile] = {}
-    for name, entry in (raw.get("profiles") or {}).items():
+    entries = raw.get("profiles") or {}
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{path}: 'profiles' must be a mapping of name to profile")
+    for name, entry in entries.items():
         if not isinstance(entry, dict) or not entry.get("server"):
             raise ConfigError(f"{path}: profile {name!r} needs a server")
         profiles[str(name)] = Profile(

@@ -6,7 +6,7 @@ import typer
 
 from dora import __version__
 from dora.cli import profile, resources, server, tokens, up, validate
-from dora.cli.common import ProfileOpt
+from dora.cli.common import ProfileOpt, client_for, error_line
 
 app = typer.Typer(
     name="dora",
@@ -37,23 +37,33 @@ def version_cmd(
     profile_name: ProfileOpt = None,
     client_only: bool = typer.Option(False, "--client", help="do not ask the server"),
 ) -> None:
-    """Print the client version and, when a profile is set up, the server's."""
+    """Print the client version and, when a profile is set up, the server's.
+
+    Exits 1 when the server cannot be asked (the client line is printed first).
+
+    Examples:
+
+      dora version
+
+      dora version --client
+    """
     typer.echo(f"client  {__version__}")
     if client_only:
         return
     from dora.cli.config import ConfigError, config_path, load, resolve
-    from dora.client import Client, DoraError
+    from dora.client import DoraError
 
     try:
         chosen = resolve(load(config_path()), profile_name)
     except ConfigError:
         return
     try:
-        with Client(chosen.server, chosen.token, verify=not chosen.insecure) as dora:
+        with client_for(profile_name) as dora:
             info = dora.version()
         typer.echo(f"server  {info.server}  ({chosen.server}, zone {info.zone})")
     except DoraError as exc:
-        typer.echo(f"server  unknown: {exc.message}", err=True)
+        typer.echo(f"error: server version unknown: {error_line(exc)}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

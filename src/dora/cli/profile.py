@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from dora.cli.common import EXIT_USAGE, fail
-from dora.cli.config import ConfigError, Profile, config_path, load, save
+from dora.cli.config import Config, ConfigError, Profile, config_path, load, save
 
 profile_app = typer.Typer(
     name="profile", help="Profiles: an API server and a token, by name.", no_args_is_help=True
@@ -33,21 +34,30 @@ def init_cmd(
     if not api_server.startswith(("http://", "https://")):
         raise fail("--api-server must start with http:// or https://", EXIT_USAGE)
     path = config_path()
-    try:
-        config = load(path)
-    except ConfigError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+    config = _load(path)
     config.profiles[name] = Profile(api_server.rstrip("/"), token, insecure, ca_cert)
     config.current = name
     save(path, config)
     typer.echo(f"profile {name} saved in {path} and in use")
 
 
+def _load(path: Path) -> Config:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+
+
 @profile_app.command("use")
 def use_cmd(name: Annotated[str, typer.Argument(help="profile name")]) -> None:
-    """Switch the current profile."""
+    """Switch the current profile.
+
+    Example:
+
+      dora profile use admin
+    """
     path = config_path()
-    config = load(path)
+    config = _load(path)
     if name not in config.profiles:
         raise fail(f"no profile named {name!r}", EXIT_USAGE)
     config.current = name
@@ -57,8 +67,15 @@ def use_cmd(name: Annotated[str, typer.Argument(help="profile name")]) -> None:
 
 @profile_app.command("list")
 def list_cmd() -> None:
-    """List profiles (`*` marks the current one); tokens are never shown."""
-    config = load(config_path())
+    """List profiles (`*` marks the current one); tokens are never shown.
+
+    Example:
+
+      dora profile list
+    """
+    config = _load(config_path())
+    if not config.profiles:
+        typer.echo("no profiles yet: dora profile init NAME --api-server URL --token TOKEN")
     for name, p in sorted(config.profiles.items()):
         mark = "*" if name == config.current else " "
         typer.echo(f"{mark} {name}  {p.server}")
@@ -66,9 +83,14 @@ def list_cmd() -> None:
 
 @profile_app.command("delete")
 def delete_cmd(name: Annotated[str, typer.Argument(help="profile name")]) -> None:
-    """Forget a profile."""
+    """Forget a profile (its token is removed from the file).
+
+    Example:
+
+      dora profile delete old-cluster
+    """
     path = config_path()
-    config = load(path)
+    config = _load(path)
     if config.profiles.pop(name, None) is None:
         raise fail(f"no profile named {name!r}", EXIT_USAGE)
     if config.current == name:

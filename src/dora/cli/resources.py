@@ -30,13 +30,64 @@ FilesOpt = Annotated[
 ]
 
 
+KIND_NAMES: dict[str, str] = {
+    text: kind
+    for kind, aliases in {
+        "Zone": ("z",),
+        "Workspace": ("ws",),
+        "User": (),
+        "Role": (),
+        "Storage": (),
+        "Node": (),
+        "Resourcecredit": ("rc",),
+        "Usercredit": ("uc",),
+        "Volume": ("vol", "vols"),
+        "Workload": ("wk",),
+        "Container": ("c",),
+        "CPU": (),
+        "GPU": (),
+    }.items()
+    for text in (kind.lower(), kind.lower() + "s", *aliases)
+}
+"""Lower-cased kind names, plurals and aliases (as `dora.model.resolve_kind` reads
+them; a unit test keeps the two equal): `dora get` resolves a kind without importing
+the document model, which every `get` would otherwise pay for at start-up."""
+
+
 def _kind(text: str) -> str:
+    known = KIND_NAMES.get(text.strip().lower())
+    if known:
+        return known
     from dora.model import UnknownKindError, resolve_kind
 
     try:
         return resolve_kind(text).name
     except UnknownKindError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
+
+
+APPLY_ORDER = (
+    "Zone",
+    "Workspace",
+    "Role",
+    "User",
+    "Storage",
+    "Node",
+    "Resourcecredit",
+    "Usercredit",
+    "Volume",
+    "Workload",
+    "Container",
+)
+"""What must exist before what: a workload needs its workspace and volumes, a volume
+its storage, a user its roles. `apply` goes down this list, `delete -f` up it."""
+
+
+def _rank(result: Any) -> int:
+    if not result.ok:
+        return -1
+    kind = result.resource.kind
+    return APPLY_ORDER.index(kind) if kind in APPLY_ORDER else len(APPLY_ORDER)
 
 
 def _load(files: list[str]) -> Any:
@@ -47,6 +98,13 @@ def _load(files: list[str]) -> Any:
     if report.unreadable:
         raise fail("; ".join(str(e) for e in report.unreadable), EXIT_USAGE)
     return report
+
+
+def _fatal(exc: Exception) -> bool:
+    """Errors that would repeat for every document: stop at the first one."""
+    from dora.client import ConnectionFailed, RateLimited, Unauthorized
+
+    return isinstance(exc, ConnectionFailed | Unauthorized | RateLimited)
 
 
 def apply_cmd(
@@ -61,7 +119,9 @@ def apply_cmd(
     """Create or update resources from YAML; one line per document.
 
     Every valid document is applied even if others are invalid; the command exits 1
-    when any document failed.
+    when any document failed. Documents go in dependency order (zones, workspaces,
+    roles, users, storage, nodes, credits, volumes, workloads), so a folder of files
+    applies in one go whatever the file names.
 
     Examples:
 
@@ -76,8 +136,8 @@ def apply_cmd(
     report = _load(files)
     failed = 0
     with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
-        for result in report.results:
-            where = f"{result.source} doc {result.index + 1}"
+        for result in sorted(report.results, key=_rank):
+            where = f"{result.source} doc {result.index}"
             assert result.resource is not None or not result.ok
             if not result.ok:
                 failed += 1
@@ -89,7 +149,7 @@ def apply_cmd(
             try:
                 out = dora.apply(resource.to_document(), zone=zone, workspace=workspace)
             except DoraError as exc:
-                if debug:
+                if debug or _fatal(exc):
                     raise
                 failed += 1
                 field = f"{exc.field}: " if exc.field and exc.field not in exc.message else ""
@@ -126,11 +186,11 @@ def delete_cmd(
 
       dora delete ws old-team --cascade
     """
-    from dora.client import DoraError
+    from dora.client import Conflict, DoraError
 
     targets: list[tuple[str, str, str | None, str | None]] = []
     if files:
-        for result in _load(files).results:
+        for result in sorted(_load(files).results, key=_rank, reverse=True):
             if result.ok:
                 r = result.resource
                 targets.append((r.kind, r.name, r.zone or zone, r.workspace or workspace))
@@ -148,33 +208,59 @@ def delete_cmd(
                 out = dora.delete(k, n, zone=z, workspace=w, cascade=cascade)
                 typer.echo(f"{k.lower()}/{n} {out.status}")
             except DoraError as exc:
-                if debug:
+                if debug or _fatal(exc):
                     raise
                 failed += 1
-                typer.echo(f"error  {k.lower()}/{n}: {exc.message}", err=True)
+                hint = ""
+                if isinstance(exc, Conflict) and not cascade and "cascade" in exc.message:
+                    hint = f" (dora delete {k.lower()} {n} --cascade)"
+                typer.echo(f"error  {k.lower()}/{n}: {exc.message}{hint}", err=True)
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _print(kind: str, rows: list[dict[str, Any]], output: str | None, now: float) -> None:
-    from dora.cli.tables import render
+OUTPUTS = ("wide", "json", "yaml")
+READONLY_VIEWS = ("CPU", "GPU")
 
+
+def _print(kind: str, rows: list[dict[str, Any]], output: str | None, one: bool) -> None:
+    """A table, or the records as JSON/YAML (one record by itself when asked by name)."""
+    data: Any = rows[0] if one and len(rows) == 1 else rows
     if output == "json":
-        typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
     elif output == "yaml":
         import yaml
 
-        typer.echo(yaml.safe_dump(rows, sort_keys=False).rstrip())
-    elif output in (None, "wide"):
-        typer.echo(render(kind, rows, now, wide=output == "wide"))
+        typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
     else:
-        raise fail(f"unknown output {output!r}: use wide, json or yaml", EXIT_USAGE)
+        from dora.cli.tables import render
+
+        typer.echo(render(kind, rows, time.time(), wide=output == "wide"))
+
+
+def _fetch(dora: Any, kind: str, name: str | None, scope: dict[str, Any]) -> list[Any]:
+    if not name:
+        return list(dora.list(kind, **scope))
+    workspace_scope = {k: v for k, v in scope.items() if k != "all_workspaces"}
+    if kind not in READONLY_VIEWS:
+        return [dora.get(kind, name, **workspace_scope)]
+    # CPU and GPU are views over node reports with no record of their own: pick the
+    # rows by name (``node2:0``) or by node (``node2``: every GPU of that node).
+    from dora.client import NotFound
+
+    rows = [r for r in dora.list(kind, **scope) if name in (r.name, r.node)]
+    if not rows:
+        zone = scope.get("zone") or "your zone"
+        raise NotFound(f"no {kind} named {name!r} (nor a node with one) in {zone}", status=404)
+    return rows
 
 
 @handle_errors
 def get_cmd(
     kind: Annotated[str, typer.Argument(help="kind or alias: wk, c, node, gpu, cpu, vol, …")],
-    name: Annotated[str | None, typer.Argument(help="one resource")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="one resource (gpu/cpu: NODE:INDEX or a node)")
+    ] = None,
     output: OutputOpt = None,
     watch: Annotated[bool, typer.Option("-w", "--watch", help="refresh every 2 s")] = False,
     all_workspaces: AllOpt = False,
@@ -196,23 +282,28 @@ def get_cmd(
       dora get c my-job.1 -o yaml
 
       dora get gpu -z dora-cluster-1
+
+      dora get gpu node2
     """
     canonical = _kind(kind)
+    if output is not None and output not in OUTPUTS:
+        raise fail(f"unknown output {output!r}: use wide, json or yaml", EXIT_USAGE)
+    scope = {"zone": zone, "workspace": workspace, "all_workspaces": all_workspaces}
     with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
-        while True:
-            if name:
-                rows = [dora.get(canonical, name, zone=zone, workspace=workspace)]
-            else:
-                rows = dora.list(
-                    canonical, zone=zone, workspace=workspace, all_workspaces=all_workspaces
+        try:
+            while True:
+                rows = _fetch(dora, canonical, name, scope)
+                dumped = [r.model_dump(mode="json") for r in rows]
+                if watch:
+                    typer.echo("\x1b[2J\x1b[H", nl=False)
+                _print(
+                    canonical, dumped, output, one=bool(name) and canonical not in READONLY_VIEWS
                 )
-            dumped = [r.model_dump(mode="json") for r in rows]
-            if watch:
-                typer.echo("\x1b[2J\x1b[H", nl=False)
-            _print(canonical, dumped, output, time.time())
-            if not watch:
-                return
-            time.sleep(2)
+                if not watch:
+                    return
+                time.sleep(2)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
 
 
 @handle_errors
@@ -281,17 +372,29 @@ def why_cmd(
     canonical = _kind(kind)
     with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
         record = dora.get(canonical, name, zone=zone, workspace=workspace)
-    computed = record.computed or {}
-    observed = record.observed or {}
+        computed = record.computed or {}
+        observed = record.observed or {}
+        reason = observed.get("reason") or computed.get("reason")
+        if not reason and canonical == "Container" and record.parent and not record.node:
+            # A container waiting for a place: the scheduler explains on its workload.
+            parent = dora.get(
+                "Workload", record.parent, zone=record.zone, workspace=record.workspace
+            )
+            reason = (parent.computed or {}).get("reason")
     status = record.status or "-"
-    reason = observed.get("reason") or computed.get("reason")
     typer.echo(f"{canonical.lower()}/{name}: {status}")
     if reason:
         typer.echo(f"reason: {reason}")
     for line in computed.get("explain") or []:
         typer.echo(f"  {line}")
     if not reason and not computed.get("explain"):
-        typer.echo("no reason recorded: it is not waiting on the scheduler")
+        if status.lower() in ("pending", "scheduled") and not computed:
+            typer.echo(
+                "no reason recorded: the scheduler has not looked at it yet "
+                f"(is `dora server scheduler` running for zone {record.zone}?)"
+            )
+        else:
+            typer.echo("no reason recorded: it is not waiting on the scheduler")
 
 
 def _pause(

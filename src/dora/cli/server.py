@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 
-from dora.api.settings import ApiSettings, SettingsError
 from dora.cli import node as node_cli
 
 server_app = typer.Typer(
@@ -58,6 +57,7 @@ def api_cmd(
 
     from dora.api.app import create_app
     from dora.api.serve import StoppableServer
+    from dora.api.settings import ApiSettings, SettingsError
     from dora.store import StoreError
     from dora.store.config import StoreSettings, open_store
 
@@ -118,6 +118,7 @@ def api_cmd(
 def scheduler_cmd(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
+    from dora.api.settings import SettingsError
     from dora.scheduler.loop import Scheduler, SchedulerSettings
     from dora.store import StoreError
     from dora.store.config import StoreSettings, open_store

@@ -234,9 +234,9 @@ COLUMNS: dict[str, list[tuple[str, Cell]]] = {
     "Workspace": [KIND, NAME, DESIRED, AGE],
 }
 
-WIDE_EXTRA: list[tuple[str, Cell]] = [
+WIDE_EXTRA: list[tuple[str, Cell]] = [  # "revision": nodes already have a version column
     col("owner", lambda r, _: _text(r.get("owner"))),
-    col("version", lambda r, _: str(r.get("version", "-"))),
+    col("revision", lambda r, _: str(r.get("version", "-"))),
     col("uid", lambda r, _: str(r.get("uid", "-"))[:8]),
 ]
 
@@ -246,7 +246,11 @@ def render(kind: str, rows: Sequence[Row], now: float, *, wide: bool = False) ->
     if wide:
         columns = [*columns, *WIDE_EXTRA]
     headers = [h for h, _ in columns]
-    cells = [[cell(row, now) for _, cell in columns] for row in rows]
+    return align(headers, [[cell(row, now) for _, cell in columns] for row in rows])
+
+
+def align(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """Header, dashed rule, rows: columns as wide as their widest cell, two spaces apart."""
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))

@@ -76,16 +76,23 @@ def list_cmd(
 
       dora token list --user node
     """
+    from dora.cli.tables import align
+
     with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
         items = dora.list_tokens(user)
-    typer.echo(f"{'jti':<34}{'user':<24}{'workspace':<24}{'id':<8}expires")
-    for t in items:
-        expires = (
+    rows = [
+        [
+            t.jti,
+            t.user,
+            t.workspace,
+            t.id,
             time.strftime("%Y-%m-%d %H:%M", time.localtime(t.expires_at))
             if t.expires_at
-            else "never"
-        )
-        typer.echo(f"{t.jti:<34}{t.user:<24}{t.workspace:<24}{t.id:<8}{expires}")
+            else "never",
+        ]
+        for t in items
+    ]
+    typer.echo(align(["jti", "user", "workspace", "id", "expires"], rows))
 
 
 @token_app.command("revoke")

@@ -15,10 +15,12 @@ you trust, or ``verify="/path/ca.pem"``.
 from __future__ import annotations
 
 import builtins
+import os
+import ssl
+import sys
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import httpx
 from pydantic import BaseModel
 
 from dora import __version__
@@ -40,6 +42,15 @@ from dora.api.schemas import (
 from dora.client import calls
 from dora.client.calls import Call
 from dora.client.errors import ConnectionFailed, DoraError, error_for
+
+if "httpx" not in sys.modules:
+    # httpx's package init imports its command-line tool (click, rich.syntax, pygments)
+    # just to expose `httpx.main`, which the SDK never uses: that is about half of
+    # httpx's import time, paid by every `dora` command. A None entry makes that one
+    # import fail, and httpx then defines a stub `main` instead.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+import httpx
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -72,6 +83,22 @@ def _parse(call: Call[T], response: httpx.Response) -> T:
     raise error_for(response.status_code, body, response.headers.get("retry-after"))
 
 
+def _tls_verify(server: str, verify: bool | str) -> bool | ssl.SSLContext:
+    """What httpx needs to check the server's certificate.
+
+    Plain-HTTP servers need no checks: skip loading the CA bundle (tens of milliseconds
+    at every start; redirects are not followed, so the client never ends up on TLS).
+    A path is a CA bundle file (or a folder of CA certificates) to trust.
+    """
+    if server.startswith("http://") or verify is False:
+        return False
+    if isinstance(verify, str):
+        if os.path.isdir(verify):
+            return ssl.create_default_context(capath=verify)
+        return ssl.create_default_context(cafile=verify)
+    return verify
+
+
 def _unreachable(base_url: str, exc: httpx.HTTPError) -> DoraError:
     return ConnectionFailed(f"cannot reach the Dora API at {base_url}: {exc}")
 
@@ -89,7 +116,10 @@ class Client:
     ) -> None:
         self.server = server.rstrip("/")
         self._http = httpx.Client(
-            base_url=self.server, headers=_headers(token), verify=verify, timeout=timeout
+            base_url=self.server,
+            headers=_headers(token),
+            verify=_tls_verify(self.server, verify),
+            timeout=timeout,
         )
 
     def __enter__(self) -> Self:
@@ -193,6 +223,17 @@ class Client:
     def revoke_token(self, jti: str) -> TokenOut:
         return self.call(calls.revoke_token(jti))
 
+    def report(
+        self, node: str, body: NodeReport, *, agent: str, zone: str | None = None
+    ) -> ReportOut:
+        return self.call(calls.report(node, zone, agent, body))
+
+    def assignments(
+        self, node: str, *, zone: str | None = None, since: str | None = None, wait_s: float = 0
+    ) -> Assignments:
+        return self.call(calls.assignments(node, zone, since, wait_s))
+
+
 
 class AsyncClient:
     """Asyncio client (node agents, the SDK's async users)."""
@@ -207,7 +248,10 @@ class AsyncClient:
     ) -> None:
         self.server = server.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self.server, headers=_headers(token), verify=verify, timeout=timeout
+            base_url=self.server,
+            headers=_headers(token),
+            verify=_tls_verify(self.server, verify),
+            timeout=timeout,
         )
 
     async def __aenter__(self) -> Self:
@@ -239,6 +283,15 @@ class AsyncClient:
     ) -> ApplyResult:
         return await self.call(calls.apply(doc, zone, workspace))
 
+    async def apply_many(
+        self,
+        docs: builtins.list[dict[str, Any]],
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+    ) -> ApplyBatchOut:
+        return await self.call(calls.apply_many(docs, zone, workspace))
+
     async def list(
         self,
         kind: str,
@@ -265,6 +318,43 @@ class AsyncClient:
     ) -> DeleteResult:
         return await self.call(calls.delete(kind, name, zone, workspace, cascade))
 
+    async def events(
+        self,
+        kind: str,
+        name: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        limit: int = 50,
+    ) -> builtins.list[EventOut]:
+        return (await self.call(calls.events(kind, name, zone, workspace, limit))).items
+
+    async def versions(
+        self, kind: str, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> builtins.list[VersionOut]:
+        return (await self.call(calls.versions(kind, name, zone, workspace))).items
+
+    async def pause(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        return await self.call(calls.pause(name, zone, workspace, True))
+
+    async def resume(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        return await self.call(calls.pause(name, zone, workspace, False))
+
+    async def create_token(
+        self, user: str, workspace: str, token_id: str = "1", *, expires_in_s: int | None = None
+    ) -> TokenCreated:
+        return await self.call(calls.create_token(user, workspace, token_id, expires_in_s))
+
+    async def list_tokens(self, user: str | None = None) -> builtins.list[TokenOut]:
+        return (await self.call(calls.list_tokens(user))).items
+
+    async def revoke_token(self, jti: str) -> TokenOut:
+        return await self.call(calls.revoke_token(jti))
+
     async def report(
         self, node: str, body: NodeReport, *, agent: str, zone: str | None = None
     ) -> ReportOut:
@@ -274,3 +364,4 @@ class AsyncClient:
         self, node: str, *, zone: str | None = None, since: str | None = None, wait_s: float = 0
     ) -> Assignments:
         return await self.call(calls.assignments(node, zone, since, wait_s))
+
