@@ -535,5 +535,10 @@ def test_the_guides_user_in_its_own_workspace(world: World) -> None:
         for kind in ("gpu", "cpu", "storage", "rc"):
             r = user.get(f"/v1/resources/{kind}")
             assert r.status_code == 200, f"{kind}: {r.text}"
+            # Every zone: only the zones the user's grants reach.
+            everywhere = user.get(f"/v1/resources/{kind}", params={"zone": "All"})
+            assert everywhere.status_code == 200, f"{kind}: {everywhere.text}"
+            assert {i["zone"] for i in everywhere.json()["items"]} <= {ZONE}
+        assert user.get("/v1/resources/storage", params={"zone": OTHER_ZONE}).status_code == 403
         assert user.get("/v1/resources/node").status_code == 403
         assert user.get("/v1/resources/workload", params={"workspace": TEAM_A}).status_code == 403

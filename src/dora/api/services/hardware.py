@@ -99,6 +99,7 @@ async def list_view(
     """Rows of the CPU or GPU view of one zone (or every zone with ``All``)."""
     chosen = zone or caller.user.default_zone or ctx.settings.zone
     zone_filter = None if chosen == ALL else chosen
+    zones: list[str] = [ALL]  # which zones' nodes the caller may see
     if zone_filter is None:
         zones = read_zones(caller, info, "Get") or []
         if not zones:
@@ -106,7 +107,7 @@ async def list_view(
     else:
         require(caller, info, "Get", zone_filter, "")
     nodes = await ctx.store.list_records("Node", zone=zone_filter)
-    if zone_filter is None and ALL not in zones:
+    if ALL not in zones:
         nodes = [n for n in nodes if n.key.zone in zones]
     by_node = {
         n.key.name: await ctx.store.list_records("Container", zone=n.key.zone, node=n.key.name)
