@@ -17,6 +17,7 @@ from dora.api.errors import install_error_handlers
 from dora.api.identity import Identity
 from dora.api.logs import redact_tokens_in_logs
 from dora.api.metrics import Metrics
+from dora.api.routers import exec as exec_routes
 from dora.api.routers import nodes, resources, system, tokens
 from dora.api.settings import ApiSettings
 from dora.store import Store
@@ -65,6 +66,7 @@ def create_app(
     install_error_handlers(app)
     for module in (system, tokens, resources, nodes):
         app.include_router(module.router)
+    app.include_router(exec_routes.router)
 
     app.add_middleware(CountRequests, metrics=metrics)
     return app

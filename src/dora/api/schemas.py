@@ -211,6 +211,8 @@ class ReportOut(Wire):
     node: str
     status: str
     assignments_cursor: str
+    ticket_key: str = ""
+    """The API's public key (Ed25519, base64url) that signs the node's exec/logs tickets."""
 
 
 class Assignment(Wire):

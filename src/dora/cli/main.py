@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from dora import __version__
+from dora.cli import exec as exec_cli
 from dora.cli import profile, resources, server, tokens, up, validate
 from dora.cli.common import ProfileOpt, client_for, error_line
 
@@ -30,6 +31,7 @@ tokens.register(app)
 validate.register(app)
 server.register(app)
 up.register(app)
+exec_cli.register(app)
 
 
 @app.command("version")

@@ -15,7 +15,9 @@ HELP = (
     "Environment: API_ENDPOINT, NODE_NAME and API_TOKEN (required); ZONE (default: the "
     "API's zone); PORT (exec/logs server, default 3001); DORA_REPORT_INTERVAL_S "
     "(default 5); DORA_INSECURE_API=true or DORA_API_CA=<pem> for a self-signed API "
-    "certificate; DOCKER_HOST (or DOCKER_SOCKET) for the engine; DORA_EXTRA_LABELS; "
+    "certificate; DORA_NODE_TLS_CERT/DORA_NODE_TLS_KEY for the exec/logs server (default: "
+    "a self-signed one, pinned by the API) and DORA_EXEC_BIND (its address); DOCKER_HOST "
+    "(or DOCKER_SOCKET) for the engine; DORA_EXTRA_LABELS; "
     "DORA_STOP_GRACE_S; DORA_RESTART_BACKOFF_S, DORA_CRASH_LOOP_LIMIT.\n\n"
     "Example:\n\n"
     "  API_ENDPOINT=https://10.10.10.22:3000 NODE_NAME=node1 API_TOKEN=… dora server node"
@@ -27,6 +29,7 @@ def node_cmd(
 ) -> None:
     from dora.node.agent import serve
     from dora.node.docker import DriverError
+    from dora.node.server import TlsError
     from dora.node.settings import NodeSettings, NodeSettingsError
 
     logging.basicConfig(
@@ -57,6 +60,9 @@ def node_cmd(
         asyncio.run(main())
     except DriverError as exc:
         typer.secho(f"error: {exc.reason}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    except TlsError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None
 
 

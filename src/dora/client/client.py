@@ -18,6 +18,7 @@ import builtins
 import os
 import ssl
 import sys
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -42,6 +43,7 @@ from dora.api.schemas import (
 from dora.client import calls
 from dora.client.calls import Call
 from dora.client.errors import ConnectionFailed, DoraError, error_for
+from dora.client.exec import ExecResult
 
 if "httpx" not in sys.modules:
     # httpx's package init imports its command-line tool (click, rich.syntax, pygments)
@@ -115,6 +117,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.server = server.rstrip("/")
+        self._verify = verify
         self._http = httpx.Client(
             base_url=self.server,
             headers=_headers(token),
@@ -233,6 +236,56 @@ class Client:
     ) -> Assignments:
         return self.call(calls.assignments(node, zone, since, wait_s))
 
+    def logs(
+        self,
+        name: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        follow: bool = False,
+        tail: int | str | None = None,
+        since: float | str | None = None,
+        timestamps: bool = False,
+    ) -> Iterator[str]:
+        """A container's output, line by line; `follow` streams until it stops.
+        `since`: unix seconds, or text such as ``10m`` or ``2024-05-01T10:00:00Z``."""
+        from dora.client.exec import log_lines
+
+        return log_lines(
+            self,
+            name,
+            zone=zone,
+            workspace=workspace,
+            follow=follow,
+            tail=tail,
+            since=since,
+            timestamps=timestamps,
+        )
+
+    def exec(
+        self,
+        name: str,
+        argv: builtins.list[str],
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        stdin: bytes | None = None,
+        tty: bool = False,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run `argv` in a running container; its exit code and output."""
+        from dora.client.exec import run
+
+        return run(
+            self,
+            name,
+            argv,
+            zone=zone,
+            workspace=workspace,
+            stdin=stdin,
+            tty=tty,
+            timeout=timeout,
+        )
 
 
 class AsyncClient:
@@ -247,6 +300,7 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.server = server.rstrip("/")
+        self._verify = verify
         self._http = httpx.AsyncClient(
             base_url=self.server,
             headers=_headers(token),
@@ -365,3 +419,42 @@ class AsyncClient:
     ) -> Assignments:
         return await self.call(calls.assignments(node, zone, since, wait_s))
 
+    def logs(
+        self,
+        name: str,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        follow: bool = False,
+        tail: int | str | None = None,
+        since: float | str | None = None,
+        timestamps: bool = False,
+    ) -> AsyncIterator[str]:
+        """A container's output, line by line (``async for``)."""
+        from dora.client.exec import alog_lines
+
+        return alog_lines(
+            self,
+            name,
+            zone=zone,
+            workspace=workspace,
+            follow=follow,
+            tail=tail,
+            since=since,
+            timestamps=timestamps,
+        )
+
+    async def exec(
+        self,
+        name: str,
+        argv: builtins.list[str],
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        stdin: bytes | None = None,
+        tty: bool = False,
+    ) -> ExecResult:
+        """Run `argv` in a running container; its exit code and output."""
+        from dora.client.exec import arun
+
+        return await arun(self, name, argv, zone=zone, workspace=workspace, stdin=stdin, tty=tty)

@@ -23,11 +23,11 @@ API errors are retried with jittered exponential backoff (capped at
 report, is logged once per distinct message and retried. Stopping the agent never
 stops containers: a restarted agent adopts them (same labels, same uid).
 
-Hooks for the exec/logs server on :3001 (part 2): `Agent.endpoint_fingerprint` is
-reported to the API; `Agent.container_for` resolves an assigned container to its
-Docker id (only containers of this node, only the uid asked for);
-``Agent.driver.docker`` is the aiodocker client; `serve` is where a server task joins
-the agent's task group.
+The exec/logs server on ``PORT`` (`dora.node.server`) runs in the same task group:
+`serve` makes its certificate before the agent starts, so `Agent.endpoint_fingerprint`
+is in the very first report; each report reply carries the API's ticket key
+(`Agent.ticket_key`); `Agent.container_for` resolves a ticket's container to its
+Docker id (only containers of this node, only the uid asked for).
 """
 
 from __future__ import annotations
@@ -122,7 +122,9 @@ class Agent:
         self.probe = probe
         self.clock = clock
         self.endpoint_fingerprint = ""
-        """SHA-256 of the :3001 server's certificate, reported to the API (part 2)."""
+        """SHA-256 of the :3001 server's certificate, reported to the API."""
+        self.ticket_key = ""
+        """The API's public key for :3001 tickets, from the latest report reply."""
 
         self.cursor: str | None = None
         self.have_assignments = False
@@ -468,6 +470,7 @@ class Agent:
         reply = await self.api.report(body)
         self._last_sent = body["containers"] if self.have_assignments else None
         self.reports_sent += 1
+        self.ticket_key = str(reply.get("ticket_key") or self.ticket_key)
         status = str(reply.get("status") or "")
         if status != self.node_status:
             log.info("event=node_status node=%s status=%s", self.settings.node_name, status)
@@ -561,7 +564,11 @@ async def serve(
     settings: NodeSettings,
     *extra: Callable[[Agent], Coroutine[Any, Any, None]],
 ) -> None:
-    """Connect to Docker and the API, then run the agent until cancelled."""
+    """Connect to Docker and the API, then run the agent and its exec/logs server
+    until cancelled. Raises `dora.node.server.TlsError` for an unusable certificate."""
+    from dora.node.server import NodeServer
+
+    exec_server = NodeServer.from_settings(settings)
     driver = DockerDriver.connect(
         settings.docker_host,
         node=settings.node_name,
@@ -598,7 +605,8 @@ async def serve(
             return await driver.version(), await driver.info()
 
         agent = Agent(settings, zone=zone, driver=driver, api=api, probe=Probe(docker_facts))
-        await agent.run(*extra)
+        agent.endpoint_fingerprint = exec_server.identity.fingerprint
+        await agent.run(exec_server.run, *extra)
     finally:
         if api is not None:
             await api.close()

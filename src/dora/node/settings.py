@@ -30,6 +30,10 @@ variable                       meaning
 ``DORA_CONTAINER_INIT``        ``false``: no Docker init as PID 1 (for an engine without
                                ``docker-init``); default true
 ``DORA_LONG_POLL_S``           how long one assignments request waits (default 25 s)
+``DORA_NODE_TLS_CERT``         PEM certificate (chain) of the exec/logs server on ``PORT``;
+                               with ``DORA_NODE_TLS_KEY``. Default: a self-signed one made
+                               at each start (the API pins the fingerprint the agent reports)
+``DORA_EXEC_BIND``             address the exec/logs server listens on (default: all)
 =============================  ===============================================================
 """
 
@@ -108,6 +112,9 @@ class NodeSettings:
     pull_timeout_s: float = 1800.0
     nfs_options: str = "nfsvers=4"
     container_init: bool = True
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    exec_bind: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> NodeSettings:
@@ -140,6 +147,13 @@ class NodeSettings:
         docker_host = env.get("DOCKER_HOST") or None
         if docker_host is None and env.get("DOCKER_SOCKET"):
             docker_host = "unix://" + env["DOCKER_SOCKET"]
+        tls_cert = (env.get("DORA_NODE_TLS_CERT") or "").strip() or None
+        tls_key = (env.get("DORA_NODE_TLS_KEY") or "").strip() or None
+        if bool(tls_cert) != bool(tls_key):
+            raise NodeSettingsError("DORA_NODE_TLS_CERT and DORA_NODE_TLS_KEY go together")
+        for name, path in (("DORA_NODE_TLS_CERT", tls_cert), ("DORA_NODE_TLS_KEY", tls_key)):
+            if path is not None and not os.path.isfile(path):
+                raise NodeSettingsError(f"{name} {path!r} is not a readable file")
         limit = _number(env, "DORA_CRASH_LOOP_LIMIT", 5, minimum=1)
         rules = RestartRules(
             backoff_s=_number(env, "DORA_RESTART_BACKOFF_S", 1.0),
@@ -167,4 +181,7 @@ class NodeSettings:
             nfs_options=env.get("DORA_NFS_OPTIONS", "nfsvers=4").strip(),
             container_init=(env.get("DORA_CONTAINER_INIT") or "true").strip().lower()
             not in ("0", "false", "no", "off"),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            exec_bind=(env.get("DORA_EXEC_BIND") or "").strip(),
         )

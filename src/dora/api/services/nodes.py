@@ -22,6 +22,7 @@ from dora.api.identity import GLOBAL, Caller
 from dora.api.schemas import Assignment, Assignments, ContainerReport, NodeReport, ReportOut
 from dora.api.services.resources import CAS_RETRIES
 from dora.api.services.views import node_status
+from dora.auth.tickets import public_key_for
 from dora.store import Change, Conflict, CursorExpired, Event, Key, NotFound, Patch, Record
 
 AGENT_HEADER = "X-Dora-Agent"
@@ -98,6 +99,7 @@ async def report(
         node=name,
         status=node_status(node, now=now, ready_s=ctx.settings.node_ready_s),
         assignments_cursor=fingerprint(await _assigned(ctx, zone, name)),
+        ticket_key=public_key_for(ctx.settings.secret),
     )
 
 
