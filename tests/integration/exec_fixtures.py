@@ -77,12 +77,12 @@ class ExecEnv:
     def http(self, user: str = "dev") -> httpx.Client:
         return self.api.client(self.tokens[user])
 
-    def run_container(self, cmd: Any = "sleep 3600", name: str | None = None) -> str:
-        """A container assigned to the exec node, waited for until it runs."""
-        name = name or f"{unique('sh')}.1"
+    def run_container(self, cmd: Any = "sleep 3600", *, wait: str = "running") -> str:
+        """A container assigned to the exec node, waited for until it is in `wait`."""
+        name = f"{unique('sh')}.1"
         self.cluster.put(self.node.name, name, cmd=cmd)
         self.containers.append(name)
-        self.cluster.wait_state(name, "running", agent=self.node.agent)
+        self.cluster.wait_state(name, wait, agent=self.node.agent)
         return name
 
     def cli_env(self, user: str = "dev") -> dict[str, str]:

@@ -54,9 +54,7 @@ def sleeper(env: ExecEnv) -> str:
 def test_logs_tail_and_timestamps_through_the_sdk(env: ExecEnv, ticker: str) -> None:
     with env.client() as dora:
         everything = list(dora.logs(ticker, **SCOPE))
-        assert everything[:3] == ["first", "second", "oops"] or sorted(everything[:3]) == sorted(
-            ["first", "second", "oops"]
-        )
+        assert sorted(everything[:3]) == ["first", "oops", "second"]  # stdout and stderr
         last = list(dora.logs(ticker, tail=1, **SCOPE))
         assert len(last) == 1 and last[0] in ("first", "second", "oops")
         stamped = list(dora.logs(ticker, tail=2, timestamps=True, **SCOPE))
@@ -69,22 +67,26 @@ def test_logs_tail_and_timestamps_through_the_sdk(env: ExecEnv, ticker: str) -> 
 
 
 def test_logs_follow_sees_a_new_line(env: ExecEnv, ticker: str) -> None:
+    """Follow from now on (tail 0), then make the container print: the line arrives."""
+
     async def follow() -> list[str]:
         seen: list[str] = []
         async with AsyncClient(env.api.url, env.tokens["dev"]) as dora:
-            stream = dora.logs(ticker, follow=True, tail=0, **SCOPE)
 
             async def read() -> None:
-                async for line in stream:
+                async for line in dora.logs(ticker, follow=True, tail=0, **SCOPE):
                     seen.append(line)
-                    if line == "new-line":
-                        return
+                    return
 
             reader = asyncio.create_task(read())
-            await asyncio.sleep(0.3)  # the stream is open before the line is written
-            result = await dora.exec(ticker, ["touch", "/tmp/go"], **SCOPE)
-            assert result.exit_code == 0, result
-            await asyncio.wait_for(reader, timeout=15)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+            while not reader.done():  # until the stream is open, a touch may go unseen
+                assert loop.time() < deadline, "follow saw no new line"
+                result = await dora.exec(ticker, ["touch", "/tmp/go"], **SCOPE)
+                assert result.exit_code == 0, result
+                await asyncio.wait({reader}, timeout=1.0)
+            await reader
         return seen
 
     assert asyncio.run(follow()) == ["new-line"]
@@ -196,8 +198,7 @@ def test_dora_shell_interactive_under_a_real_pty(env: ExecEnv, sleeper: str) -> 
 
 
 def test_shell_needs_a_running_container(env: ExecEnv) -> None:
-    name = env.run_container(["sh", "-c", "echo bye; sleep 1"])
-    env.cluster.wait_state(name, "exited", agent=env.node.agent, within=20)
+    name = env.run_container(["sh", "-c", "echo bye"], wait="exited")
     with env.client() as dora:
         with pytest.raises(Conflict, match="running"):
             dora.exec(name, ["true"], **SCOPE)
