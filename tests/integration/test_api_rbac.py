@@ -43,6 +43,7 @@ from tests.helpers import (
     server_fixture,
     unique,
     user_doc,
+    user_with_role,
     volume_doc,
     workload_doc,
 )
@@ -542,3 +543,26 @@ def test_the_guides_user_in_its_own_workspace(world: World) -> None:
         assert user.get("/v1/resources/storage", params={"zone": OTHER_ZONE}).status_code == 403
         assert user.get("/v1/resources/node").status_code == 403
         assert user.get("/v1/resources/workload", params={"workspace": TEAM_A}).status_code == 403
+
+
+def test_a_workspace_grant_reads_but_never_writes_zone_level_kinds(world: World) -> None:
+    """Reading the zone's inventory from one workspace is allowed (the guide's user
+    role relies on it); changing nodes or storages needs a grant on the whole zone."""
+    verbs = ["Get", "Describe", "Apply", "Delete", "Report", "Event"]
+    token = user_with_role(
+        world.admin,
+        "ws-operator",
+        {"Node": verbs, "Storage": verbs, "GPU": ["Get"]},
+        workspace=TEAM_A,
+    )
+    apply(world.admin, node_doc("doomed"))
+    with world.api.client(token.token) as c:
+        assert c.get("/v1/resources/node").status_code == 200
+        assert c.get("/v1/resources/node/doomed").status_code == 200
+        assert c.get("/v1/resources/storage/dora.storage.01").status_code == 200
+        assert c.delete("/v1/resources/node/doomed").status_code == 403
+        assert c.post("/v1/apply", json=node_doc(unique("n"))).status_code == 403
+        assert c.delete("/v1/resources/storage/dora.storage.01").status_code == 403
+        r = c.post("/v1/nodes/doomed/report", json={"version": "1"}, headers={"X-Dora-Agent": "a"})
+        assert r.status_code == 403
+        assert c.get("/v1/resources/node/doomed/events").status_code == 403
