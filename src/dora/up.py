@@ -49,6 +49,8 @@ class UpSettings:
     host: str = "127.0.0.1"
     zone: str = LOCAL_ZONE
     node_name: str = ""
+    node_port: int = 3001
+    """Where this machine's agent serves exec and logs (HTTPS, for the API only)."""
     sample: bool = False
     profile: str = "local"
 
@@ -174,7 +176,7 @@ async def prepare(store: Store, settings: UpSettings, secret: str) -> tuple[str,
         store,
         Key("Node", zone, "", settings.node_name),
         {
-            "endpoint": "https://127.0.0.1:3001",
+            "endpoint": f"https://127.0.0.1:{settings.node_port}",
             "allow": ["CPUWorkload", "GPUWorkload"],
             "schedulingDisabled": False,
         },
@@ -309,6 +311,8 @@ async def up(settings: UpSettings, say: Callable[[str], None], stop: asyncio.Eve
             node_name=settings.node_name,
             api_token=node_token,
             zone=settings.zone,
+            port=settings.node_port,
+            exec_bind="127.0.0.1",
             report_interval_s=2.0,
         )
         tasks.append(asyncio.create_task(serve(node), name="agent"))

@@ -17,6 +17,7 @@ def up_cmd(
         typer.Option(help="where state lives (default: DORA_DATA_DIR or the data directory)"),
     ] = None,
     port: Annotated[int, typer.Option(help="API port")] = 3000,
+    node_port: Annotated[int, typer.Option(help="this node's exec/logs port")] = 3001,
     sample: Annotated[
         bool, typer.Option("--sample", help="run a sample workload and show its output")
     ] = False,
@@ -49,6 +50,7 @@ def up_cmd(
     settings = UpSettings(
         data_dir=chosen,
         port=port,
+        node_port=node_port,
         zone=zone,
         node_name=node_name or local_node_name(),
         sample=sample,

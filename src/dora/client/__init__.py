@@ -12,6 +12,7 @@ from dora.client.errors import (
     ServerError,
     Unauthorized,
 )
+from dora.client.workload import Workload, WorkloadTimeout
 
 __all__ = [
     "AsyncClient",
@@ -25,4 +26,6 @@ __all__ = [
     "RateLimited",
     "ServerError",
     "Unauthorized",
+    "Workload",
+    "WorkloadTimeout",
 ]
