@@ -430,7 +430,7 @@ def pause_cmd(
     ca_cert: CaCertOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Pause a workload: its containers are paused, their GPUs stay booked.
+    """Pause a workload: its containers stop and free their GPUs; resume starts them again.
 
     Example:
 
