@@ -14,7 +14,8 @@ BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 APPLETS = (
     "sh", "echo", "sleep", "cat", "true", "false", "env", "ls", "hostname", "date",
     "uname", "head", "tail", "wc", "id", "ps", "mkdir", "rm", "touch", "grep", "sed",
-    "seq", "printf", "yes", "stty", "tty", "nproc", "free", "df",
+    "seq", "printf", "yes", "stty", "tty", "nproc", "free", "df", "test", "kill", "stat",
+    "mount",
 )  # fmt: skip
 SAMPLE_IMAGE = "dora/hello:1"
 
