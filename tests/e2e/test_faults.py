@@ -686,12 +686,6 @@ def test_two_schedulers_never_double_book(fc: FaultCluster) -> None:
 # ------------------------------------------------------------------------------ busy store
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: StoreError('database busy') from acquire_lease/renew/a pass is "
-    "not caught in Scheduler.run (src/dora/scheduler/loop.py:146-160, only NotLeader and "
-    "FencedOut are) and `dora server scheduler` exits 2 (src/dora/cli/server.py:148)",
-)
 def test_schedulers_outlive_a_database_busy_longer_than_the_busy_timeout() -> None:
     """Someone holds the SQLite write lock longer than the store's busy timeout (10 s):
     a long migration, a backup, a paused process. Writers get "database busy"; the

@@ -52,6 +52,7 @@ from dora.store import (
     Patch,
     Record,
     Store,
+    StoreError,
     Write,
 )
 
@@ -141,28 +142,44 @@ class Scheduler:
     # ------------------------------------------------------------------ leadership
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stand by until the lease is ours, lead until it is lost, repeat until `stop`."""
+        """Stand by until the lease is ours, lead until it is lost, repeat until `stop`.
+
+        A store error (the database busy or unreachable for a while) is not fatal: the
+        scheduler logs it, waits, and tries again. If it held the lease, re-acquiring
+        renews it with the same token; if the lease expired meanwhile, a standby may
+        have taken over and this one stands by.
+        """
         while not stop.is_set():
-            self.lease = await self.store.acquire_lease(
-                self.lease_name, self.settings.holder, self.settings.lease_ttl_s
-            )
-            if self.lease is None:
-                await _wait(stop, self.settings.lease_ttl_s / 3)
-                continue
-            log.info(
-                "event=leader zone=%s holder=%s token=%d",
-                self.settings.zone,
-                self.settings.holder,
-                self.lease.token,
-            )
             try:
-                await self._lead(stop)
-            except (NotLeader, FencedOut):
-                log.warning("event=lost_lease zone=%s", self.settings.zone)
-            finally:
-                if self.lease is not None and stop.is_set():
+                await self._stand_by_then_lead(stop)
+            except StoreError as exc:
+                log.warning(
+                    "event=store_error zone=%s error=%s (retrying)", self.settings.zone, exc
+                )
+                await _wait(stop, min(self.settings.lease_ttl_s / 3, 2.0))
+
+    async def _stand_by_then_lead(self, stop: asyncio.Event) -> None:
+        self.lease = await self.store.acquire_lease(
+            self.lease_name, self.settings.holder, self.settings.lease_ttl_s
+        )
+        if self.lease is None:
+            await _wait(stop, self.settings.lease_ttl_s / 3)
+            return
+        log.info(
+            "event=leader zone=%s holder=%s token=%d",
+            self.settings.zone,
+            self.settings.holder,
+            self.lease.token,
+        )
+        try:
+            await self._lead(stop)
+        except (NotLeader, FencedOut):
+            log.warning("event=lost_lease zone=%s", self.settings.zone)
+        finally:
+            if self.lease is not None and stop.is_set():
+                with contextlib.suppress(StoreError):
                     await self.store.release_lease(self.lease)
-                self.lease = None
+            self.lease = None
 
     async def _lead(self, stop: asyncio.Event) -> None:
         await self.resync()
