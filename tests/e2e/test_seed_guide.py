@@ -14,9 +14,8 @@ Differences from the guide, all forced by running it on one machine:
   has no GPU), so the Distribute step has two nodes to spread over;
 - the user's workload mounts no volume (no NFS server exists here) and runs a busybox
   image built locally (no registry is reachable).
-
-Not covered yet: ``dora shell`` and ``dora logs`` (the node's exec/log server is not
-built).
+- each agent serves exec and logs on its Node's endpoint address (127.0.0.41:3001 and
+  127.0.0.42:3001), so `dora shell` and `dora logs` go API → the right node over TLS.
 """
 
 from __future__ import annotations
@@ -230,7 +229,7 @@ spec:
     image: {IMAGE}
     pullPolicy: IfNotPresent
   config:
-    cmd: sleep 3600
+    cmd: ["sh", "-c", "echo hello from $(hostname); sleep 3600"]
     affinity: Distribute
     restartPolicy: Always
 """
@@ -324,8 +323,25 @@ def test_the_admin_guide_end_to_end(cluster: Cluster) -> None:
 
     # -- the dora.node service on every node (both here, sharing the Docker engine)
     agents = [
-        cluster.agent("agent-node1", api1, "node1", node_token, **AGENT_ENV).start(),
-        cluster.agent("agent-node2", api2, "node2", node_token, **AGENT_ENV).start(),
+        # Each agent serves exec/logs on its node's endpoint (127.0.0.41:3001 / .42:3001).
+        cluster.agent(
+            "agent-node1",
+            api1,
+            "node1",
+            node_token,
+            PORT="3001",
+            DORA_EXEC_BIND="127.0.0.41",
+            **AGENT_ENV,
+        ).start(),
+        cluster.agent(
+            "agent-node2",
+            api2,
+            "node2",
+            node_token,
+            PORT="3001",
+            DORA_EXEC_BIND="127.0.0.42",
+            **AGENT_ENV,
+        ).start(),
     ]
     ready = wait_for(
         lambda: nodes_ready(cluster), within=30, what="node1 and node2 READY", context=cluster.tails
@@ -389,6 +405,22 @@ def test_the_admin_guide_end_to_end(cluster: Cluster) -> None:
         return rows[0] if row.get("replica") == "2/2" and row.get("state") == "Running" else None
 
     wait_for(workload_row, within=20, what="`dora get wk`: hello 2/2 Running")
+
+    # -- `dora shell c <name>.1 <cmd>` and `dora logs`, through the API to each node
+    for name in ("hello.1", "hello.2"):
+        wait_for(
+            lambda name=name: (
+                "hello from" in cluster.dora("logs", "c", name, env=as_user, check=False).stdout
+            ),
+            within=30,
+            what=f"dora logs c {name}",
+            context=cluster.tails,
+        )
+    out = cluster.dora("shell", "c", "hello.1", "--", "echo", "shell-ok", env=as_user)
+    assert out.stdout.strip() == "shell-ok", out.stdout + out.stderr
+    code = cluster.dora("shell", "c", "hello.2", "--", "sh", "-c", "exit 3", env=as_user,
+                        check=False)  # fmt: skip
+    assert code.returncode == 3, code.stdout + code.stderr
 
     # The admin sees them too, across workspaces.
     admin_view = json.dumps(cluster.dora_json("get", "c", "-A"))
