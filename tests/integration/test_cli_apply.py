@@ -155,7 +155,7 @@ spec:
     result = cli.run("apply", "-f", path, expect=1)
     assert result.lines == ["workspace/mixed-ok created", "workload/good created"]
     assert result.err_lines == [
-        f"error  {path} doc 2: spec.replica.count: must be an integer >= 0 (got -1)",
+        f"error  {path} doc 2: spec.replica.count: must be an integer between 0 and 10000 (got -1)",
         f"error  {path} doc 3: volume/bad-storage: spec.storage: storage 'no-such-storage' "
         "does not exist in zone 'dora-cluster-1'",
     ]

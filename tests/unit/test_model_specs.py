@@ -204,12 +204,14 @@ def test_issue_formatting_index_source_and_dict() -> None:
             "job.yaml",
         )
     [issue] = exc.value.issues
-    assert str(issue) == 'job.yaml doc 2: spec.replica.count: must be an integer >= 0 (got "two")'
+    assert str(issue) == (
+        'job.yaml doc 2: spec.replica.count: must be an integer between 0 and 10000 (got "two")'
+    )
     assert issue.as_dict() == {
         "doc": 2,
         "source": "job.yaml",
         "path": "spec.replica.count",
-        "message": 'must be an integer >= 0 (got "two")',
+        "message": 'must be an integer between 0 and 10000 (got "two")',
     }
     assert str(Issue(1, None, "", "invalid YAML")) == "doc 1: invalid YAML"
     assert str(exc.value) == str(issue)

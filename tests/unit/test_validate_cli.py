@@ -44,7 +44,8 @@ def test_invalid_documents_exit_1_with_one_line_per_issue(tmp_path: Path) -> Non
     lines = out.stdout.splitlines()
     assert lines[0] == f"ok   {job} doc 1: Zone z1"
     assert lines[1] == (
-        f'error {job} doc 2: spec.replica.count: must be an integer >= 0 (got "two") (line 11)'
+        f"error {job} doc 2: spec.replica.count: "
+        'must be an integer between 0 and 10000 (got "two") (line 11)'
     )
     assert lines[2].startswith(f"error {job} doc 2: spec.binds: 'binds' is not allowed")
     assert lines[-1] == "1 documents valid, 1 invalid"

@@ -248,6 +248,15 @@ NonNegInt = Annotated[int, BeforeValidator(IntCheck(minimum=0))]
 PositiveInt = Annotated[int, BeforeValidator(IntCheck(minimum=1))]
 PortNumber = Annotated[int, BeforeValidator(IntCheck(1, 65535))]
 Priority = Annotated[int, BeforeValidator(IntCheck(-1_000_000, 1_000_000))]
+MAX_REPLICAS = 10_000
+"""Replicas of one workload: far above any real gang, low enough that a typo
+(``count: 1e9``) cannot make the scheduler create a billion containers."""
+MAX_GPUS = 64
+"""GPUs per replica: more than any single server has."""
+MAX_CPUS = 4096
+"""Whole CPUs (or CPUs' worth of millicores) per replica."""
+ReplicaCount = Annotated[int, BeforeValidator(IntCheck(0, MAX_REPLICAS))]
+GpuCount = Annotated[int, BeforeValidator(IntCheck(0, MAX_GPUS))]
 
 # --- numbers ------------------------------------------------------------------------
 

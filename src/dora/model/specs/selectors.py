@@ -14,8 +14,9 @@ from pydantic import BeforeValidator
 
 from dora.model.scalars import (
     ALL,
+    MAX_CPUS,
+    GpuCount,
     NameOrAll,
-    NonNegInt,
     at,
     describe,
     fail,
@@ -42,11 +43,13 @@ _CPU_COUNT_RULE = 'must be an integer >= 1 or millicores like "500m"'
 
 def _cpu_count(value: Any) -> int | str:
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            fail(f"{_CPU_COUNT_RULE} (got {value})")
+        if not 1 <= value <= MAX_CPUS:
+            fail(f"{_CPU_COUNT_RULE}, at most {MAX_CPUS} (got {value})")
         return value
     if isinstance(value, str):
         if _MILLICORES.fullmatch(value):
+            if int(value[:-1]) > MAX_CPUS * 1000:
+                fail(f"at most {MAX_CPUS * 1000}m (got {describe(value)})")
             return value
         hint = number_text_hint(value)
         if hint:
@@ -89,7 +92,7 @@ class GpuSelector(Spec):
     """GPUs: ``count`` whole devices of one of the ``product_name`` models."""
 
     product_name: ProductName = ALL
-    count: NonNegInt = 1
+    count: GpuCount = 1
 
     def product_names(self) -> tuple[str, ...] | None:
         """Acceptable GPU models, or ``None`` for any."""

@@ -23,9 +23,9 @@ from dora.model.scalars import (
     Bool,
     Choice,
     Name,
-    NonNegInt,
     PortNumber,
     Priority,
+    ReplicaCount,
     SubPath,
     describe,
     fail,
@@ -119,7 +119,7 @@ class Network(Spec):
 
 
 class Replica(Spec):
-    count: NonNegInt = 1
+    count: ReplicaCount = 1
 
 
 class WorkloadSpec(Spec):
