@@ -98,7 +98,7 @@ def test_self_signed_certificate_and_fingerprint() -> None:
 
 
 def test_endpoint_base_always_uses_tls() -> None:
-    assert endpoint_base("https://10.10.10.22:3001") == "https://10.10.10.22:3001"
+    assert endpoint_base("https://127.0.0.22:3001") == "https://127.0.0.22:3001"
     assert endpoint_base("http://node1") == "https://node1:3001"
     assert endpoint_base("127.0.0.1:4001") == "https://127.0.0.1:4001"
     assert endpoint_base("https://[::1]:4001/x") == "https://[::1]:4001"

@@ -20,7 +20,7 @@ HELP = (
     "(or DOCKER_SOCKET) for the engine; DORA_EXTRA_LABELS; "
     "DORA_STOP_GRACE_S; DORA_RESTART_BACKOFF_S, DORA_CRASH_LOOP_LIMIT.\n\n"
     "Example:\n\n"
-    "  API_ENDPOINT=https://10.10.10.22:3000 NODE_NAME=node1 API_TOKEN=… dora server node"
+    "  API_ENDPOINT=https://yourdoraapi.com NODE_NAME=node1 API_TOKEN=… dora server node"
 )
 
 

@@ -3,7 +3,7 @@
 =============================  ===============================================================
 variable                       meaning
 =============================  ===============================================================
-``API_ENDPOINT``               the API's base URL, e.g. ``https://10.10.10.22:3000`` (required)
+``API_ENDPOINT``               the API's base URL, e.g. ``https://yourdoraapi.com`` (required)
 ``NODE_NAME``                  this node's name; a Node with that name must exist (required)
 ``API_TOKEN``                  a token of the node user (``Node: report``) (required; never
                                logged)
@@ -123,14 +123,14 @@ class NodeSettings:
         if missing:
             raise NodeSettingsError(
                 f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: the agent "
-                "needs API_ENDPOINT (the API's URL, e.g. https://10.10.10.22:3000), NODE_NAME "
+                "needs API_ENDPOINT (the API's URL, e.g. https://yourdoraapi.com), NODE_NAME "
                 "(the Node's name) and API_TOKEN (from `dora token create node node 1`)"
             )
         endpoint = env["API_ENDPOINT"].strip().rstrip("/")
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise NodeSettingsError(
-                f"API_ENDPOINT must be an http(s) URL like https://10.10.10.22:3000 "
+                f"API_ENDPOINT must be an http(s) URL like https://yourdoraapi.com "
                 f"(got {endpoint!r})"
             )
         node = env["NODE_NAME"].strip()
