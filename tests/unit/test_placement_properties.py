@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,10 +27,13 @@ from dora.scheduler import (
     NodeView,
     PassResult,
     Request,
+    WorkloadId,
+    placement,
     schedule_pass,
 )
 from dora.scheduler.placement import (
     CAPACITY_FILTERS,
+    NodeState,
     capacity_reason,
     fit_predicate,
     static_reason,
@@ -258,6 +263,49 @@ def test_fast_predicate_agrees_with_the_filters(
             chained = next((r for f in CAPACITY_FILTERS if (r := f(ns, request))), None)
             assert reason is chained
             assert fits(ns) == (reason is None)
+
+
+def _choose_by_scan(
+    state: ClusterState,
+    eligible: Sequence[NodeState],
+    request: Request,
+    fits: Callable[[NodeState], bool],
+    workload: WorkloadId,
+) -> NodeState | None:
+    """The reference for the ranked index: filter every node, then score the list."""
+    fitting = list(filter(fits, eligible))
+    if not fitting:
+        return None
+    if request.affinity is Affinity.FIRST:
+        return fitting[0]
+    score = attrgetter("gpu_score" if request.gpu_count > 0 else "cpu_score")
+    placed = state.siblings.get(workload, {})
+    if request.affinity is Affinity.DISTRIBUTE:
+        alone = [ns for ns in fitting if ns.name not in placed]
+        if alone:
+            return max(alone, key=score)
+        return min(fitting, key=lambda ns: (placed[ns.name], -score(ns)))
+    together = [ns for ns in fitting if ns.name in placed]
+    if together:
+        return min(together, key=lambda ns: (-placed[ns.name], score(ns)))
+    return min(fitting, key=score)
+
+
+@_settings
+@given(scenarios())
+def test_the_ranked_index_chooses_what_a_scan_of_every_node_chooses(
+    scenario: tuple[list[NodeView], list[Booking], list[GangRequest], float, int],
+) -> None:
+    """First, Fill and Distribute pick from a per-request heap kept current by node
+    stamps; a whole pass (gangs, undone gangs, backfill) must equal the plain scan."""
+    nodes, existing, queue, now, seed = scenario
+    ranked = schedule_pass(nodes, existing, queue, now, random.Random(seed))
+    with mock.patch.object(placement, "_choose_ranked", _choose_by_scan):
+        scanned = schedule_pass(nodes, existing, queue, now, random.Random(seed))
+    assert ranked.placements == scanned.placements
+    assert {k: v.message for k, v in ranked.reasons.items()} == {
+        k: v.message for k, v in scanned.reasons.items()
+    }
 
 
 # ---------------------------------------------------------------- starvation

@@ -221,9 +221,15 @@ def resolve_volumes(
 
 
 def computed_of(
-    booking: Booking, container: Record, volumes: list[dict[str, Any]]
+    booking: Booking,
+    spec: Mapping[str, Any],
+    workload: str,
+    container: str,
+    volumes: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    shm = _dig(container.spec, "config", "shmSize")
+    """A placed container's ``computed`` (see the module docstring); ``spec`` is the
+    container's (its workload's), ``workload`` and ``container`` are names."""
+    shm = _dig(spec, "config", "shmSize")
     return {
         "node": booking.node,
         "gpus": list(booking.gpu_indices),
@@ -231,6 +237,6 @@ def computed_of(
         "millicores": booking.millicores or None,
         "memory": booking.memory_bytes or None,
         "shm_size": int(shm) if isinstance(shm, int) else None,
-        "replica": replica_index(container.parent, container.key.name),
+        "replica": replica_index(workload, container),
         "volumes": volumes,
     }

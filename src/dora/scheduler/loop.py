@@ -31,7 +31,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dora.scheduler import adapter
@@ -258,8 +258,11 @@ class Scheduler:
                 continue
             stats.reconciled += 1
             stats.actions += self._reconcile(workload, now, lost, phases, groups)
-        await self._flush(groups)
-        placed, pending = await self._place(now)
+        # A new container is not written on its own: if its gang is placed in this
+        # pass, the create carries the binding (one write instead of two).
+        creates = [g for g in groups if g.create is not None]
+        await self._flush([g for g in groups if g.create is None])
+        placed, pending = await self._place(now, creates)
         stats.placed, stats.pending = placed, len(pending)
         statuses = [
             group
@@ -322,7 +325,7 @@ class Scheduler:
         )
         kind = action.kind
         if kind is ActionKind.CREATE:
-            return Group(owner, [new], [event])
+            return Group(owner, [new], [event], create=action.container)
         if container is None:
             return None
         version = container.version
@@ -379,41 +382,52 @@ class Scheduler:
                 bookings.append(booking)
         return bookings
 
-    def _queue(self) -> list[GangRequest]:
+    def _queue(self, fresh: Mapping[Name, Mapping[str, Group]]) -> list[GangRequest]:
+        """Every workload's unplaced replicas as one gang; ``fresh`` are the containers
+        this pass creates (not written yet), by workload."""
         queue = []
         for name, workload in self.snapshot.workloads.items():
             if workload.desired != "run":
                 continue
-            unplaced = tuple(
-                sorted(
-                    (
-                        c.key.name
-                        for c in self.snapshot.containers_of(name)
-                        if not c.node and c.desired == "run" and c.spec_hash == workload.spec_hash
-                    ),
-                    key=lambda n: (len(n), n),
-                )
-            )
+            names = [
+                c.key.name
+                for c in self.snapshot.containers_of(name)
+                if not c.node and c.desired == "run" and c.spec_hash == workload.spec_hash
+            ]
+            names += fresh.get(name, {})
+            unplaced = tuple(sorted(set(names), key=lambda n: (len(n), n)))
             if unplaced:
                 queue.append(adapter.gang_of(workload, unplaced))
         return queue
 
-    async def _place(self, now: float) -> tuple[int, dict[Name, str]]:
-        queue = self._queue()
+    async def _place(self, now: float, creates: list[Group]) -> tuple[int, dict[Name, str]]:
+        fresh: dict[Name, dict[str, Group]] = {}
+        for group in creates:
+            assert group.create is not None
+            fresh.setdefault(group.workload, {})[group.create] = group
+        queue = self._queue(fresh)
         if not queue:
+            await self._flush(creates)
             return 0, {}
         nodes = [
             adapter.node_view(n, now, self.settings.ready_s) for n in self.snapshot.nodes.values()
         ]
         state = ClusterState(nodes, self._bookings())
         result = place_many(state, queue, now, self.rng)
-        groups = [
-            group
-            for gang_result in result.placed
-            if (group := self._binding(gang_result.gang, gang_result.bookings)) is not None
-        ]
+        groups: list[Group] = []
+        placed = 0
+        for gang_result in result.placed:
+            _, workspace, workload = gang_result.gang.workload
+            new = fresh.pop((workspace, workload), {})
+            binding = self._binding(gang_result.gang, gang_result.bookings, new)
+            if binding is not None:
+                groups.append(binding)
+                placed += len(binding.writes)
+            else:
+                groups += new.values()
+        # Creates of gangs left pending: written unplaced.
+        groups += [g for new in fresh.values() for g in new.values()]
         await self._flush(groups)
-        placed = sum(len(g.writes) for g in groups)
         pending: dict[Name, str] = {}
         for gang_result in result.pending:
             _, workspace, workload = gang_result.gang.workload
@@ -421,24 +435,37 @@ class Scheduler:
                 pending[(workspace, workload)] = gang_result.explanation.message
         return placed, pending
 
-    def _binding(self, gang: GangRequest, bookings: Mapping[str, Booking]) -> Group | None:
-        """One gang's bindings: all its containers in one group (all or nothing)."""
+    def _binding(
+        self, gang: GangRequest, bookings: Mapping[str, Booking], fresh: Mapping[str, Group]
+    ) -> Group | None:
+        """One gang's bindings: all its containers in one group (all or nothing). A
+        container created in this pass (in ``fresh``) is created already bound."""
         _zone, workspace, workload = gang.workload
         writes: list[Write] = []
         events: list[Event] = []
         for name, booking in bookings.items():
+            created = fresh.get(name)
+            new = created.writes[0].new if created is not None else None
             container = self.snapshot.containers.get((workspace, name))
-            if container is None:
+            if new is None and container is None:
                 return None
+            spec = new.spec if new is not None else container.spec if container else {}
             volumes = adapter.resolve_volumes(
-                container.spec, workspace, self.snapshot.volumes, self.snapshot.storages
+                spec, workspace, self.snapshot.volumes, self.snapshot.storages
             )
-            computed = adapter.computed_of(booking, container, volumes)
-            patch = Patch(node=booking.node, computed=computed)
-            writes.append(Write(container.key, patch=patch, expected_version=container.version))
+            computed = adapter.computed_of(booking, spec, workload, name, volumes)
+            if new is not None and created is not None:
+                bound = replace(new, node=booking.node, computed=computed)
+                writes.append(Write(new.key, new=bound))
+                events += created.events
+                key = new.key
+            elif container is not None:
+                patch = Patch(node=booking.node, computed=computed)
+                key = container.key
+                writes.append(Write(key, patch=patch, expected_version=container.version))
             gpus = f" with GPUs {list(booking.gpu_indices)}" if booking.gpu_indices else ""
             message = f"placed on node {booking.node}{gpus}"
-            events.append(Event(container.key, "Placed", message, ACTOR, self.clock()))
+            events.append(Event(key, "Placed", message, ACTOR, self.clock()))
         return Group((workspace, workload), writes, events)
 
     def _status(
@@ -486,6 +513,8 @@ class Group:
     workload: Name
     writes: list[Write]
     events: list[Event] = field(default_factory=list)
+    create: str | None = None
+    """The container this group only creates (unplaced): the pass may bind it first."""
 
 
 BATCH_GROUPS = 500

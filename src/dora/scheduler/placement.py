@@ -76,6 +76,8 @@ Queue and backfill (`place_many`, `schedule_pass`) — EASY backfill
 
 from __future__ import annotations
 
+import functools
+import heapq
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,6 +168,12 @@ class _NodeShape:
         self.mem_per_cpu = view.memory_bytes // self.n_cpus if self.n_cpus else 0
 
 
+@functools.lru_cache(maxsize=1 << 15)
+def _shape_of(view: NodeView) -> _NodeShape:
+    """A node's shape, shared by every pass while its view stays the same."""
+    return _NodeShape(view)
+
+
 class NodeState:
     """One node's free resources during a pass, updated in place by `book`/`release`.
 
@@ -216,7 +224,7 @@ class NodeState:
     def empty(cls, view: NodeView, shape: _NodeShape | None = None) -> NodeState:
         """The node with nothing booked."""
         ns = cls.__new__(cls)
-        ns.shape = shape if shape is not None else _NodeShape(view)
+        ns.shape = shape if shape is not None else _shape_of(view)
         ns.view = view
         ns.name = view.name
         ns.free_gpus = {}
@@ -533,7 +541,7 @@ def memory_share(shape: _NodeShape | NodeView, request: Request) -> int:
     if request.memory_bytes is not None:
         return request.memory_bytes
     if isinstance(shape, NodeView):
-        shape = _NodeShape(shape)
+        shape = _shape_of(shape)
     if request.gpu_count > 0:
         return shape.mem_per_gpu * request.gpu_count
     if request.cpu_count:
@@ -621,7 +629,17 @@ class ClusterState:
     uses and the order every tie is broken in.
     """
 
-    __slots__ = ("_eligible", "bookings", "by_name", "nodes", "siblings")
+    __slots__ = (
+        "_changed",
+        "_eligible",
+        "_index",
+        "_position",
+        "_stamp",
+        "bookings",
+        "by_name",
+        "nodes",
+        "siblings",
+    )
 
     def __init__(self, nodes: Iterable[NodeView], bookings: Iterable[Booking] = ()) -> None:
         self.nodes: list[NodeState] = [
@@ -632,21 +650,61 @@ class ClusterState:
         self.siblings: dict[WorkloadId, dict[str, int]] = {}
         """Per workload, how many of its bookings each node holds (for Distribute/Fill)."""
         self._eligible: dict[tuple[object, ...], list[NodeState]] = {}
+        self._init_index()
         for booking in bookings:
             self.book(booking)
 
-    def copy(self, names: Iterable[str] | None = None) -> ClusterState:
-        """An independent copy (of only ``names`` when given) for what-if simulations."""
+    def _init_index(self) -> None:
+        self._position: dict[str, int] = {ns.name: i for i, ns in enumerate(self.nodes)}
+        self._stamp: list[int] = [0] * len(self.nodes)
+        """Per node position, bumped on every change of that node's free resources."""
+        self._changed: list[int] = []
+        """Positions of changed nodes, in order (the log each `_Ranking` catches up on)."""
+        self._index: dict[Request, _Ranking] = {}
+
+    def _touch(self, name: str) -> None:
+        position = self._position[name]
+        self._stamp[position] += 1
+        self._changed.append(position)
+
+    def best(
+        self,
+        request: Request,
+        fits: Callable[[NodeState], bool],
+        skip: Mapping[str, int] | frozenset[str] = frozenset(),
+    ) -> NodeState | None:
+        """The first eligible node that fits ``request`` in the order of its affinity
+        (First: name; Fill: least free; Distribute: most free; ties by name), not in
+        ``skip``: what a scan of every node would find, in about log(nodes) per call.
+
+        Each request keeps a heap of (rank, position, stamp) over the nodes that
+        fitted when last looked at; a node that changes is pushed again with its new
+        rank, entries with an old stamp are dropped when they reach the top.
+        """
+        ranking = self._index.get(request)
+        if ranking is None:
+            ranking = self._index[request] = _Ranking(self, request, fits)
+        return ranking.best(self, fits, skip)
+
+    def copy(self, names: Iterable[str] | None = None, *, empty: bool = False) -> ClusterState:
+        """An independent copy (of only ``names`` when given) for what-if simulations;
+        ``empty``: the same nodes with nothing booked."""
         clone = ClusterState.__new__(ClusterState)
         keep = None if names is None else set(names)
-        clone.nodes = [ns.copy() for ns in self.nodes if keep is None or ns.name in keep]
+        nodes = [ns for ns in self.nodes if keep is None or ns.name in keep]
+        if empty:
+            clone.nodes = [NodeState.empty(ns.view, ns.shape) for ns in nodes]
+        else:
+            clone.nodes = [ns.copy() for ns in nodes]
         clone.by_name = {ns.name: ns for ns in clone.nodes}
-        clone.bookings = [b for b in self.bookings if b.node in clone.by_name]
+        clone.bookings = [] if empty else [b for b in self.bookings if b.node in clone.by_name]
         clone.siblings = {
-            workload: {n: c for n, c in per_node.items() if n in clone.by_name}
-            for workload, per_node in self.siblings.items()
+            workload: kept
+            for workload, per_node in ({} if empty else self.siblings).items()
+            if (kept := {n: c for n, c in per_node.items() if n in clone.by_name})
         }
         clone._eligible = {}
+        clone._init_index()
         return clone
 
     def book(self, booking: Booking) -> None:
@@ -655,6 +713,7 @@ class ClusterState:
         if ns is None:
             return
         ns.book(booking)
+        self._touch(ns.name)
         self.bookings.append(booking)
         if booking.workload is not None:
             per_node = self.siblings.setdefault(booking.workload, {})
@@ -669,6 +728,7 @@ class ClusterState:
             if self.bookings[position] is booking:
                 del self.bookings[position]
                 ns.release(booking)
+                self._touch(ns.name)
                 self._forget_sibling(booking)
                 return
 
@@ -680,6 +740,7 @@ class ClusterState:
         self.bookings = [b for b in self.bookings if id(b) not in gone]
         for booking in gone.values():
             self.by_name[booking.node].release(booking)
+            self._touch(booking.node)
             self._forget_sibling(booking)
 
     def _forget_sibling(self, booking: Booking) -> None:
@@ -708,6 +769,67 @@ class ClusterState:
         if found is None:
             found = [ns for ns in self.nodes if static_reason(ns.view, request) is None]
             self._eligible[key] = found
+        return found
+
+
+class _Ranking:
+    """One request's fitting nodes in affinity order, kept as a lazy heap."""
+
+    __slots__ = ("eligible", "heap", "rank", "seen")
+
+    def __init__(
+        self, state: ClusterState, request: Request, fits: Callable[[NodeState], bool]
+    ) -> None:
+        position = state._position
+        self.eligible = {position[ns.name] for ns in state.eligible(request)}
+        if request.affinity is Affinity.FIRST:
+            self.rank: Callable[[NodeState], int] = lambda ns: 0
+        else:
+            score = _GPU_SCORE if request.gpu_count > 0 else _CPU_SCORE
+            if request.affinity is Affinity.DISTRIBUTE:
+                self.rank = lambda ns: -score(ns)
+            else:
+                self.rank = score
+        stamp = state._stamp
+        rank = self.rank
+        self.heap = [
+            (rank(ns), p, stamp[p])
+            for ns in state.eligible(request)
+            if fits(ns) and (p := position[ns.name]) is not None
+        ]
+        heapq.heapify(self.heap)
+        self.seen = len(state._changed)
+
+    def best(
+        self,
+        state: ClusterState,
+        fits: Callable[[NodeState], bool],
+        skip: Mapping[str, int] | frozenset[str],
+    ) -> NodeState | None:
+        heap, stamp, nodes = self.heap, state._stamp, state.nodes
+        changed = state._changed
+        if self.seen < len(changed):
+            rank, eligible = self.rank, self.eligible
+            for p in dict.fromkeys(changed[self.seen :]):
+                if p in eligible and fits(ns := nodes[p]):
+                    heapq.heappush(heap, (rank(ns), p, stamp[p]))
+            self.seen = len(changed)
+        skipped = []
+        found = None
+        while heap:
+            entry = heap[0]
+            p = entry[1]
+            ns = nodes[p]
+            if entry[2] != stamp[p] or not fits(ns):
+                heapq.heappop(heap)
+                continue
+            if ns.name in skip:
+                skipped.append(heapq.heappop(heap))
+                continue
+            found = ns
+            break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
         return found
 
 
@@ -860,8 +982,8 @@ def _choose(
     """Filter the live capacity, score by affinity, return the state to bind on."""
     affinity = request.affinity
     if hold is None:
-        if affinity is Affinity.FIRST:
-            return next(filter(fits, eligible), None)
+        if affinity is not Affinity.RANDOM:
+            return _choose_ranked(state, eligible, request, fits, workload)
         fitting = list(filter(fits, eligible))
     else:
         fitting = _fitting_under_hold(eligible, request, fits, hold)
@@ -882,6 +1004,49 @@ def _choose(
     if together:
         return min(together, key=lambda ns: (-placed[ns.name], score(ns)))
     return min(fitting, key=score)
+
+
+def _choose_ranked(
+    state: ClusterState,
+    eligible: Sequence[NodeState],
+    request: Request,
+    fits: Callable[[NodeState], bool],
+    workload: WorkloadId,
+) -> NodeState | None:
+    """`_choose` without a hold for First, Fill and Distribute, through the ranked
+    index instead of a scan of every node (same result)."""
+    affinity = request.affinity
+    if affinity is Affinity.FIRST:
+        return state.best(request, fits)
+    placed = state.siblings.get(workload, {})
+    score = _GPU_SCORE if request.gpu_count > 0 else _CPU_SCORE
+    if affinity is Affinity.DISTRIBUTE:
+        found = state.best(request, fits, placed)
+        if found is not None or not placed:
+            return found
+        fitting = list(filter(fits, eligible))  # every fitting node holds a sibling
+        if not fitting:
+            return None
+        return min(fitting, key=lambda ns: (placed[ns.name], -score(ns)))
+    if placed:
+        ranking = state._index.get(request)
+        position = state._position
+        together = sorted(
+            (
+                ns
+                for name in placed
+                if (ns := state.by_name.get(name)) is not None
+                and (ranking is None or position[name] in ranking.eligible)
+                and fits(ns)
+            ),
+            key=lambda ns: position[ns.name],
+        )
+        if ranking is None:
+            allowed = {ns.name for ns in eligible}
+            together = [ns for ns in together if ns.name in allowed]
+        if together:
+            return min(together, key=lambda ns: (-placed[ns.name], score(ns)))
+    return state.best(request, fits)
 
 
 _GPU_SCORE: Callable[[NodeState], int] = attrgetter("gpu_score")
@@ -1020,12 +1185,13 @@ def _reserve(
     ends = sorted({max(now, b.ends_at) for b in state.bookings if b.ends_at is not None})
 
     def attempt(until: float | None) -> tuple[ClusterState, GangResult] | None:
-        sim = state.copy(eligible)
-        sim.release_many(
-            b
-            for b in sim.bookings
-            if until is None or (b.ends_at is not None and max(now, b.ends_at) <= until)
-        )
+        if until is None:  # everything released
+            sim = state.copy(eligible, empty=True)
+        else:
+            sim = state.copy(eligible)
+            sim.release_many(
+                b for b in sim.bookings if b.ends_at is not None and max(now, b.ends_at) <= until
+            )
         result = place_gang(sim, head, random.Random(repr(head.workload)), now=now)
         return (sim, result) if result.placed else None
 

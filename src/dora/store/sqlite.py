@@ -264,11 +264,22 @@ def _tx_check_fence(conn: sqlite3.Connection, fence: Fence | None, now: float) -
 
 
 def _tx_spec_version(
-    conn: sqlite3.Connection, uid: str, spec_json: str, digest: str, actor: str, now: float
+    conn: sqlite3.Connection,
+    uid: str,
+    spec_json: str,
+    digest: str,
+    actor: str,
+    now: float,
+    *,
+    first: bool = False,
 ) -> None:
-    (number,) = conn.execute(
-        "SELECT coalesce(max(number), 0) + 1 FROM spec_versions WHERE uid = ?", (uid,)
-    ).fetchone()
+    """Record a spec version; ``first``: the uid is brand new (number 1, no look-up)."""
+    if first:
+        number = 1
+    else:
+        (number,) = conn.execute(
+            "SELECT coalesce(max(number), 0) + 1 FROM spec_versions WHERE uid = ?", (uid,)
+        ).fetchone()
     conn.execute(
         "INSERT INTO spec_versions (uid, number, spec, spec_hash, actor, at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -308,7 +319,7 @@ def _tx_create(conn: sqlite3.Connection, now: float, new: NewRecord, actor: str)
     ).fetchall()
     if not rows:
         raise AlreadyExists(f"{new.key} already exists")
-    _tx_spec_version(conn, uid, spec_json, digest, actor, now)
+    _tx_spec_version(conn, uid, spec_json, digest, actor, now, first=True)
     return _record(rows[0])
 
 
@@ -320,6 +331,22 @@ def _tx_update(
     expected: int,
     actor: str,
 ) -> Record:
+    if "spec" not in items:
+        # The common case (status, binding, observed): one statement when the version
+        # matches; the look-up below only tells NotFound from Conflict.
+        columns = ["version = version + 1", "updated_at = ?"]
+        params: list[Any] = [now]
+        for name, value in items.items():
+            columns.append(f"{name} = ?")
+            params.append(_encode(name, value))
+        # Column names come from FIELDS, never from the caller.
+        rows = conn.execute(
+            f"UPDATE records SET {', '.join(columns)} WHERE {_PK} AND version = ?"
+            f" RETURNING {_COLS}",
+            (*params, *_pk(key), expected),
+        ).fetchall()
+        if rows:
+            return _record(rows[0])
     row = conn.execute(
         f"SELECT version, uid, spec_hash FROM records WHERE {_PK}", _pk(key)
     ).fetchone()
@@ -329,7 +356,7 @@ def _tx_update(
     if version != expected:
         raise Conflict(key, expected, version)
     columns = ["version = ?", "updated_at = ?"]
-    params: list[Any] = [version + 1, now]
+    params = [version + 1, now]
     for name, value in items.items():
         columns.append(f"{name} = ?")
         params.append(_encode(name, value))
@@ -360,15 +387,22 @@ def _tx_delete(conn: sqlite3.Connection, key: Key, expected: int | None) -> int:
     return int(version)
 
 
-def _tx_add_event(conn: sqlite3.Connection, event: Event) -> None:
-    row = conn.execute(f"SELECT uid FROM records WHERE {_PK}", _pk(event.key)).fetchone()
-    if row is None:
-        raise NotFound(f"{event.key} not found: no record to attach the event to")
-    (uid,) = row
+def _tx_add_event(
+    conn: sqlite3.Connection, event: Event, uid: str | None = None, trim: bool = True
+) -> None:
+    """Attach ``event`` to its record (``uid`` when the caller knows it) and keep the
+    newest EVENT_LIMIT; ``trim=False`` when the record cannot have more yet."""
+    if uid is None:
+        row = conn.execute(f"SELECT uid FROM records WHERE {_PK}", _pk(event.key)).fetchone()
+        if row is None:
+            raise NotFound(f"{event.key} not found: no record to attach the event to")
+        (uid,) = row
     conn.execute(
         f"INSERT INTO events (uid, {_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (uid, *_pk(event.key), event.reason, event.message, event.actor, event.at),
     )
+    if not trim:
+        return
     cut = conn.execute(
         "SELECT at, id FROM events WHERE uid = ? ORDER BY at DESC, id DESC LIMIT 1 OFFSET ?",
         (uid, EVENT_LIMIT),
@@ -820,12 +854,18 @@ class SqliteStore:
         def tx(conn: sqlite3.Connection, now: float) -> list[Record | None]:
             _tx_check_fence(conn, fence, now)
             out: list[Record | None] = []
+            # Records created in this transaction have no events yet: their events
+            # need no uid look-up and no trimming until they pass EVENT_LIMIT.
+            fresh: dict[Key, str] = {}
             for new, key, items, expected, delete in plan:
                 if new is not None:
-                    out.append(_tx_create(conn, now, new, actor))
+                    created = _tx_create(conn, now, new, actor)
+                    fresh[key] = created.uid
+                    out.append(created)
                     self._append_feed(conn, key, "create", 1, FIELDS, now)
                 elif delete:
                     version = _tx_delete(conn, key, expected)
+                    fresh.pop(key, None)
                     self._append_feed(conn, key, "delete", version, FIELDS, now)
                     out.append(None)
                 else:
@@ -833,7 +873,13 @@ class SqliteStore:
                     record = _tx_update(conn, now, key, items, expected, actor)
                     self._append_feed(conn, key, "update", record.version, tuple(items), now)
                     out.append(record)
+            counts: dict[str, int] = {}
             for event in events:
+                uid = fresh.get(event.key)
+                if uid is not None:
+                    counts[uid] = count = counts.get(uid, 0) + 1
+                    _tx_add_event(conn, event, uid, trim=count > EVENT_LIMIT)
+                    continue
                 with contextlib.suppress(NotFound):
                     _tx_add_event(conn, event)
             return out
