@@ -10,6 +10,7 @@ tests can run real child processes against any backend.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -51,13 +52,46 @@ async def sqlite_backend(tmp_path: Path, tiny_feed: bool) -> AsyncIterator[Backe
         await store.close()
 
 
-FACTORIES: dict[str, BackendFactory] = {"sqlite": sqlite_backend}
+_CQL: dict[str, object] = {}
+"""One driver connection per test process, shared by every CQL test (connecting is slow)."""
+
+
+@asynccontextmanager
+async def cql_backend(tmp_path: Path, tiny_feed: bool) -> AsyncIterator[Backend]:
+    """The CQL store on ``DORA_TEST_CONTACT_POINTS``: one keyspace per test process,
+    created once, every table truncated before each test (faster than a new keyspace)."""
+    from dora.store.config import parse_contact_points
+    from dora.store.cql import CqlStore, connect
+
+    points = parse_contact_points(os.environ["DORA_TEST_CONTACT_POINTS"])
+    keyspace = f"conformance_{os.getpid()}"
+    if "session" not in _CQL:
+        cluster, session = await asyncio.to_thread(connect, points)
+        _CQL.update(cluster=cluster, session=session)
+        await CqlStore(session, keyspace, replication_factor=min(3, len(points))).init()
+    session = _CQL["session"]
+    # Tiny feed: two seconds of retention in one-second buckets.
+    options = {"feed_retention": 2.0, "feed_bucket": 1} if tiny_feed else {}
+    store = CqlStore(session, keyspace, **options)  # type: ignore[arg-type]
+    await store.truncate_all()
+    env = {
+        "CONTACT_POINTS": os.environ["DORA_TEST_CONTACT_POINTS"],
+        "DB_NAME": keyspace,
+        "INIT_DB": "0",
+    }
+    try:
+        yield Backend("cql", store, env)
+    finally:
+        await store.close()
+
+
+FACTORIES: dict[str, BackendFactory] = {"sqlite": sqlite_backend, "cql": cql_backend}
 
 
 def backend_names() -> list[str]:
     names = ["sqlite"]
     if os.environ.get("DORA_TEST_CONTACT_POINTS"):
-        names.append("cql")  # its factory lands with the CQL backend (issue 3)
+        names.append("cql")
     return names
 
 
