@@ -701,8 +701,10 @@ class CqlStore:
             if _is_pending(key.kind, new.node, new.desired):  # our entry, never valid
                 await self._index_remove(key, (new.node, "", new.desired), None, now)
             raise AlreadyExists(f"{key} already exists")
-        await self._spec_version(uid, 1, spec_json, digest, actor, now)
-        await self._append_feed(key, "create", 1, FIELDS, now)
+        await asyncio.gather(
+            self._spec_version(uid, 1, spec_json, digest, actor, now),
+            self._append_feed(key, "create", 1, FIELDS, now),
+        )
         return _record(values)
 
     async def _update(
@@ -746,10 +748,13 @@ class CqlStore:
             if not current or current[0] is None:
                 raise NotFound(f"{key} not found")
             raise Conflict(key, expected, current[0])
-        await self._index_remove(key, (row[13], row[14], row[8]), (node, parent, desired), row[15])
+        steps = [
+            self._index_remove(key, (row[13], row[14], row[8]), (node, parent, desired), row[15]),
+            self._append_feed(key, "update", version + 1, tuple(items), now),
+        ]
         if digest != old_digest:
-            await self._spec_version(uid, number, _dumps(items["spec"]), digest, actor, now)
-        await self._append_feed(key, "update", version + 1, tuple(items), now)
+            steps.append(self._spec_version(uid, number, _dumps(items["spec"]), digest, actor, now))
+        await asyncio.gather(*steps)
         return _record(new_row)
 
     async def _delete(self, key: Key, expected: int | None) -> None:
