@@ -2,19 +2,24 @@
 
 Leadership
     The active scheduler holds the store lease ``scheduler/<zone>`` and renews it every
-    ttl/3. Every write it makes carries the lease's fence, so a scheduler that lost
-    the lease (paused, partitioned) cannot write anything once another took over:
-    the store refuses with `FencedOut` and the old one steps down. A standby polls
-    the lease and takes over within one ttl of the leader's last renewal.
+    ttl/3, between passes and between the write batches of a long pass. Every write it
+    makes carries the lease's fence, so a scheduler that lost the lease (paused,
+    partitioned) cannot write anything once another took over: the store refuses with
+    `FencedOut` and the old one steps down. A standby polls the lease and takes over
+    within one ttl of the leader's last renewal.
 
 A pass
     1. Reconcile each workload that changed (and, every `sweep_s`, all of them, for
        clock-driven rules: maxRunTime, lost nodes) → container creates, drains,
-       deletes, releases, re-creations, and the workload's phase.
+       deletes, releases, re-creations, and the workload's phase. Everything but
+       plain creates is written now (it may free resources for step 2).
     2. Place every pending gang (all unplaced replicas of a workload, together or
-       not at all) with `place_many` over the snapshot's nodes and bookings.
-    3. Write bindings gang by gang (one atomic batch each, fenced), write pending
-       reasons and phases only when they change, and record events.
+       not at all) with `place_many` over the snapshot's nodes and bookings; the
+       replicas created in step 1 are part of their workload's gang.
+    3. Write bindings (each gang's group all or nothing, fenced, up to
+       `BATCH_GROUPS` groups a transaction). A container created in this pass is
+       created already bound: one write, not a create and then an update. Then write
+       pending reasons and phases only when they change, and record events.
 
 The snapshot is refreshed from the zone's change feed between passes; the store is
 never scanned inside a pass.
@@ -137,6 +142,8 @@ class Scheduler:
         self._dirty: set[Name] = set()
         self._last_sweep = 0.0
         self._cursor: str | None = None
+        self._next_renew: float | None = None
+        """When to renew the lease next; None while not leading."""
         self.passes = 0
 
     # ------------------------------------------------------------------ leadership
@@ -183,20 +190,29 @@ class Scheduler:
 
     async def _lead(self, stop: asyncio.Event) -> None:
         await self.resync()
-        renew_every = self.settings.lease_ttl_s / 3
-        next_renew = self.clock() + renew_every
+        self._next_renew = self.clock() + self.settings.lease_ttl_s / 3
         next_resync = self.clock() + self.settings.resync_s
-        while not stop.is_set():
-            await self.pass_once()
-            wait = max(0.0, min(self.settings.tick_s, next_renew - self.clock()))
-            await self.follow_feed(wait)
-            now = self.clock()
-            if now >= next_renew:
-                await self.renew()
-                next_renew = now + renew_every
-            if now >= next_resync:
-                await self.resync()
-                next_resync = now + self.settings.resync_s
+        try:
+            while not stop.is_set():
+                await self.pass_once()
+                wait = max(0.0, min(self.settings.tick_s, self._next_renew - self.clock()))
+                await self.follow_feed(wait)
+                await self._renew_if_due()
+                now = self.clock()
+                if now >= next_resync:
+                    await self.resync()
+                    next_resync = now + self.settings.resync_s
+        finally:
+            self._next_renew = None
+
+    async def _renew_if_due(self) -> None:
+        """Renew every ttl/3 while leading: between passes, and between the write
+        batches of a long pass (a pass longer than the ttl would otherwise lose the
+        lease every time, and a writer that lost it learns so before writing on)."""
+        if self._next_renew is None or self.clock() < self._next_renew:
+            return
+        await self.renew()
+        self._next_renew = self.clock() + self.settings.lease_ttl_s / 3
 
     async def renew(self) -> None:
         assert self.lease is not None
@@ -223,7 +239,20 @@ class Scheduler:
         if not changes:
             return
         self._cursor = changes[-1].cursor
-        keys = list(dict.fromkeys(c.key for c in changes if c.key.kind in _WATCHED))
+        latest: dict[Key, int] = {}
+        deleted: set[Key] = set()
+        for change in changes:
+            if change.key.kind in _WATCHED:
+                latest[change.key] = change.version
+                if change.op == "delete":
+                    deleted.add(change.key)
+        # The scheduler's own writes come back through the feed: a record the snapshot
+        # already holds at that version (no delete in between) is not read again.
+        keys = [
+            key
+            for key, version in latest.items()
+            if key in deleted or self.snapshot.version_of(key) != version
+        ]
         found = {r.key: r for r in await self.store.get_many(keys)}
         for key in keys:
             self._note(key, found.get(key))
@@ -351,6 +380,7 @@ class Scheduler:
         concurrent change is dropped (its workload is looked at again next pass)."""
         for start in range(0, len(groups), BATCH_GROUPS):
             chunk = groups[start : start + BATCH_GROUPS]
+            await self._renew_if_due()
             try:
                 await self._write(chunk)
             except (Conflict, NotFound, AlreadyExists):

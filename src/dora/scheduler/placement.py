@@ -43,6 +43,12 @@ Scoring by affinity
     (GPUs for a GPU request, then pool millicores, then memory). Fill: most siblings,
     then least free (best fit, less fragmentation).
 
+    First, Fill and Distribute do not scan every node per replica: `ClusterState.best`
+    keeps, per request, a heap of the fitting nodes by (rank, name order), and each
+    booking or release re-pushes the node it changed (stale entries are dropped when
+    they surface). The result is what the scan would pick (a property test compares
+    them); a replica costs about log(nodes) instead of nodes. Random still scans.
+
 Gangs
     `place_gang` binds all replicas one by one on the live state, each seeing the
     earlier ones (so Distribute spreads them and capacity is shared correctly); if one

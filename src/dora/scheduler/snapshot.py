@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dora.store import Key, Record, Store
 
@@ -64,6 +64,24 @@ class Snapshot:
         elif key.kind == "Storage":
             _set(self.storages, key.name, record)
         return None
+
+    def version_of(self, key: Key) -> int | None:
+        """The version of the record held for ``key`` (None when none is held)."""
+        name = (key.workspace, key.name)
+        table: dict[Any, Record] | None = {
+            "Workload": self.workloads,
+            "Container": self.containers,
+            "Volume": self.volumes,
+        }.get(key.kind)
+        if table is not None:
+            record = table.get(name)
+        elif key.kind == "Node":
+            record = self.nodes.get(key.name)
+        elif key.kind == "Storage":
+            record = self.storages.get(key.name)
+        else:
+            record = None
+        return None if record is None or record.key != key else record.version
 
     def containers_of(self, workload: Name) -> list[Record]:
         workspace, _ = workload
