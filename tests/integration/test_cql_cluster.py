@@ -15,16 +15,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from dora.store import Key, NewRecord, Patch, StoreError
 from dora.store.config import StoreSettings, open_store
 from dora.store.cql import CqlStore
-
-pytestmark = pytest.mark.skipif(
-    os.environ.get("DORA_TEST_CASSANDRA_CLUSTER") != "1",
-    reason="needs the three-node cluster of scripts/cassandra.sh (DORA_TEST_CASSANDRA_CLUSTER=1)",
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME = Path(os.environ.get("DORA_CASSANDRA_HOME", "/tmp/dora-cassandra"))

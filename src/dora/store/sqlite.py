@@ -85,6 +85,15 @@ from dora.store.base import (
     Write,
     spec_hash,
 )
+from dora.store.common import check_fields as _check_fields
+from dora.store.common import check_key as _check_key
+from dora.store.common import check_new as _check_new
+from dora.store.common import check_ttl as _check_ttl
+from dora.store.common import dumps as _dumps
+from dora.store.common import encode as _encode
+from dora.store.common import pk as _pk
+from dora.store.common import plan_write as _plan_write
+from dora.store.common import record_from_row as _record
 from dora.store.sqlite_schema import SCHEMA, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -100,48 +109,11 @@ _PK = "kind = ? AND zone = ? AND workspace = ? AND name = ?"
 _FEED_COLS = "seq, op, kind, workspace, name, version, parts, at"
 _EVENT_COLS = "kind, zone, workspace, name, reason, message, actor, at"
 _CURSOR = re.compile(r"[0-9]{1,19}")
-_DESIRED = frozenset(("run", "drain", "pause"))
-_JSON_FIELDS = frozenset(("spec", "meta", "computed", "observed"))
 
 # Compact JSON; non-ASCII kept as is (smaller, and SQLite stores UTF-8 anyway).
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # --------------------------------------------------------------------------- values
-
-
-def _pk(key: Key) -> tuple[str, str, str, str]:
-    return (key.kind, key.zone, key.workspace, key.name)
-
-
-def _load_opt(blob: str | None) -> dict[str, Any] | None:
-    return None if blob is None else json.loads(blob)
-
-
-def _encode(name: str, value: Any) -> Any:
-    """Column value of a record field."""
-    if name in _JSON_FIELDS:
-        return None if value is None else _dumps(value)
-    return value
-
-
-def _record(row: Sequence[Any]) -> Record:
-    return Record(
-        key=Key(row[0], row[1], row[2], row[3]),
-        uid=row[4],
-        version=row[5],
-        spec=json.loads(row[6]),
-        meta=json.loads(row[7]),
-        desired=row[8],
-        computed=_load_opt(row[9]),
-        observed=_load_opt(row[10]),
-        spec_hash=row[11],
-        owner=row[12],
-        node=row[13],
-        parent=row[14],
-        created_at=row[15],
-        updated_at=row[16],
-    )
 
 
 def _event(row: Sequence[Any]) -> Event:
@@ -169,70 +141,6 @@ def _parse_cursor(cursor: Cursor) -> int:
 
 # --------------------------------------------------------------------------- checks
 # Done before any SQL, so a malformed call fails fast and never half-writes a batch.
-
-
-def _check_key(key: Key) -> None:
-    if not isinstance(key, Key):
-        raise TypeError(f"expected a Key, got {type(key).__name__}")
-    parts = (key.kind, key.zone, key.workspace, key.name)
-    if not all(isinstance(p, str) for p in parts):
-        raise TypeError(f"{key!r}: key parts must be strings")
-    if not key.kind or not key.name:
-        raise ValueError(f"{key!r}: kind and name must not be empty")
-
-
-def _check_fields(fields: Mapping[str, Any]) -> None:
-    for name, value in fields.items():
-        if name in ("spec", "meta"):
-            ok = isinstance(value, dict)
-        elif name in ("computed", "observed"):
-            ok = value is None or isinstance(value, dict)
-        elif name == "desired":
-            ok = value in _DESIRED
-        else:  # node, parent
-            ok = isinstance(value, str)
-        if not ok:
-            raise ValueError(f"invalid {name}: {value!r}")
-
-
-def _new_fields(new: NewRecord) -> dict[str, Any]:
-    return {name: getattr(new, name) for name in FIELDS}
-
-
-def _check_new(new: NewRecord) -> None:
-    _check_key(new.key)
-    _check_fields(_new_fields(new))
-    if not isinstance(new.owner, str):
-        raise ValueError(f"invalid owner: {new.owner!r}")
-
-
-Plan = tuple[NewRecord | None, Key, dict[str, Any], int | None, bool]
-
-
-def _plan_write(write: Write) -> Plan:
-    """Validate one batch element: (new, key, patch fields, expected version, delete)."""
-    if write.new is not None:
-        if write.patch is not None or write.expected_version is not None or write.delete:
-            raise ValueError(f"{write.key}: a create carries no patch, version or delete")
-        if write.new.key != write.key:
-            raise ValueError(f"{write.key}: new.key is {write.new.key}")
-        _check_new(write.new)
-        return write.new, write.key, {}, 0, False
-    _check_key(write.key)
-    if write.delete:
-        if write.patch is not None:
-            raise ValueError(f"{write.key}: a delete carries no patch")
-        return None, write.key, {}, write.expected_version, True
-    if write.patch is None or write.expected_version is None:
-        raise ValueError(f"{write.key}: an update needs patch and expected_version")
-    items = write.patch.items()
-    _check_fields(items)
-    return None, write.key, items, write.expected_version, False
-
-
-def _check_ttl(ttl: float) -> None:
-    if not ttl > 0:
-        raise ValueError(f"lease ttl must be positive, got {ttl!r}")
 
 
 def _limit(limit: int | None) -> int:

@@ -1,0 +1,115 @@
+"""What every backend shares: argument checks done before any write (so a malformed
+call never half-writes a batch) and the row ↔ `Record` encoding of the four parts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dora.store.base import FIELDS, Key, NewRecord, Record, Write
+
+DESIRED = frozenset(("run", "drain", "pause"))
+JSON_FIELDS = frozenset(("spec", "meta", "computed", "observed"))
+
+# Compact JSON; non-ASCII kept as is (smaller, and both databases store UTF-8).
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+Plan = tuple[NewRecord | None, Key, dict[str, Any], int | None, bool]
+"""A checked batch element: (new, key, patch fields, expected version, delete)."""
+
+
+def check_key(key: Key) -> None:
+    if not isinstance(key, Key):
+        raise TypeError(f"expected a Key, got {type(key).__name__}")
+    parts = (key.kind, key.zone, key.workspace, key.name)
+    if not all(isinstance(p, str) for p in parts):
+        raise TypeError(f"{key!r}: key parts must be strings")
+    if not key.kind or not key.name:
+        raise ValueError(f"{key!r}: kind and name must not be empty")
+
+
+def check_fields(fields: Mapping[str, Any]) -> None:
+    for name, value in fields.items():
+        if name in ("spec", "meta"):
+            ok = isinstance(value, dict)
+        elif name in ("computed", "observed"):
+            ok = value is None or isinstance(value, dict)
+        elif name == "desired":
+            ok = value in DESIRED
+        else:  # node, parent
+            ok = isinstance(value, str)
+        if not ok:
+            raise ValueError(f"invalid {name}: {value!r}")
+
+
+def new_fields(new: NewRecord) -> dict[str, Any]:
+    return {name: getattr(new, name) for name in FIELDS}
+
+
+def check_new(new: NewRecord) -> None:
+    check_key(new.key)
+    check_fields(new_fields(new))
+    if not isinstance(new.owner, str):
+        raise ValueError(f"invalid owner: {new.owner!r}")
+
+
+def plan_write(write: Write) -> Plan:
+    """Check one batch element; raises ValueError/TypeError on a malformed one."""
+    if write.new is not None:
+        if write.patch is not None or write.expected_version is not None or write.delete:
+            raise ValueError(f"{write.key}: a create carries no patch, version or delete")
+        if write.new.key != write.key:
+            raise ValueError(f"{write.key}: new.key is {write.new.key}")
+        check_new(write.new)
+        return write.new, write.key, {}, 0, False
+    check_key(write.key)
+    if write.delete:
+        if write.patch is not None:
+            raise ValueError(f"{write.key}: a delete carries no patch")
+        return None, write.key, {}, write.expected_version, True
+    if write.patch is None or write.expected_version is None:
+        raise ValueError(f"{write.key}: an update needs patch and expected_version")
+    items = write.patch.items()
+    check_fields(items)
+    return None, write.key, items, write.expected_version, False
+
+
+def check_ttl(ttl: float) -> None:
+    if not ttl > 0:
+        raise ValueError(f"lease ttl must be positive, got {ttl!r}")
+
+
+def pk(key: Key) -> tuple[str, str, str, str]:
+    return (key.kind, key.zone, key.workspace, key.name)
+
+
+def load_opt(blob: str | None) -> dict[str, Any] | None:
+    return None if blob is None else json.loads(blob)
+
+
+def encode(name: str, value: Any) -> Any:
+    """Column value of a record field: the four parts as JSON text."""
+    if name in JSON_FIELDS:
+        return None if value is None else dumps(value)
+    return value
+
+
+def record_from_row(row: Sequence[Any]) -> Record:
+    """A `Record` from the first 17 columns, in the backends' shared column order."""
+    return Record(
+        key=Key(row[0], row[1], row[2], row[3]),
+        uid=row[4],
+        version=row[5],
+        spec=json.loads(row[6]),
+        meta=json.loads(row[7]),
+        desired=row[8],
+        computed=load_opt(row[9]),
+        observed=load_opt(row[10]),
+        spec_hash=row[11],
+        owner=row[12],
+        node=row[13],
+        parent=row[14],
+        created_at=row[15],
+        updated_at=row[16],
+    )
