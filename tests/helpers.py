@@ -652,3 +652,19 @@ def mint_admin_token(store_env: Mapping[str, str], log: Path | None = None) -> s
         with log.open("a") as f:
             f.write(token + "\n")
     return remember(token)
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1, valid one day."""
+    cert, key = folder / "api-cert.pem", folder / "api-key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,22 +14,7 @@ import pytest
 
 from dora.client import Client, ConnectionFailed
 from tests.cli_fixtures import SERVER_ENV, Cli
-from tests.helpers import ApiProcess, remember, wait_until
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "api-cert.pem", folder / "api-key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
+from tests.helpers import ApiProcess, remember, self_signed, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -6,35 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import ApiProcess, remember, wait_until
+from tests.helpers import ApiProcess, remember, self_signed, wait_until
 from tests.integration.node_fixtures import (
     READY_S,
     NodeCluster,
     setup_cluster,
     teardown_cluster,
 )
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "api-cert.pem", folder / "api-key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
 
 
 @pytest.fixture(scope="module")
