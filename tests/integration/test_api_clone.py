@@ -188,6 +188,19 @@ def test_a_name_with_leftovers_from_a_deleted_workspace_is_409(
     assert admin.get(f"/v1/resources/workspace/{old}").status_code == 404
 
 
+def test_a_name_other_users_hold_grants_on_is_409(
+    admin: httpx.Client, guide_user: httpx.Client
+) -> None:
+    """A workspace an admin granted to someone before creating it: cloning into that
+    name would share it with them."""
+    planned = f"{SEED_USER}.{unique('planned')}"
+    apply(admin, user_doc(unique("frank"), [grant("All", "user", workspace=planned)]))
+    r = _clone(guide_user, SEED_USER, planned.removeprefix(f"{SEED_USER}."))
+    assert r.status_code == 409, r.text
+    assert "other users already hold grants" in r.json()["message"]
+    assert admin.get(f"/v1/resources/workspace/{planned}").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("name", "reason"),
     [

@@ -7,7 +7,8 @@ to grant yourself roles. Here:
 
 * RBAC: ``Workspace: Clone`` in (zone, source), the scope acted on;
 * the new workspace must not exist, nor have workloads, volumes or containers left
-  from an earlier workspace of that name (409): cloning never joins anything;
+  from an earlier workspace of that name, nor be named in another user's grants
+  (409): cloning never joins anything or anyone;
 * the caller gets copies of exactly the entries of their own ``spec.resources`` whose
   workspace is the source — read from the stored record, not from what the token saw
   — with the workspace replaced; entries on ``All`` or on other workspaces are not
@@ -108,7 +109,7 @@ async def clone_workspace(
             f"workspace {target!r} already exists; pick another name (a clone never "
             "joins an existing workspace)"
         )
-    await _refuse_leftovers(ctx, target)
+    await _refuse_leftovers(ctx, caller, target)
     workspace = await _create_workspace(ctx, caller, target_key, source)
     try:
         added = await _add_grants(ctx, caller, source, target)
@@ -129,13 +130,23 @@ async def clone_workspace(
     )
 
 
-async def _refuse_leftovers(ctx: ApiContext, target: str) -> None:
+async def _refuse_leftovers(ctx: ApiContext, caller: Caller, target: str) -> None:
+    """409 when the name is not really free: records left from a deleted workspace, or
+    other users' grants naming it (they would share the new workspace)."""
     for kind in LEFTOVER_KINDS:
         left = await ctx.store.list_records(kind, workspace=target, limit=1)
         if left:
             raise conflict(
                 f"workspace {target!r} still has {kind.lower()}s left from an earlier "
                 "workspace of that name; pick another name, or ask an admin to remove them"
+            )
+    for user in await ctx.store.list_records("User", zone=GLOBAL, workspace=GLOBAL):
+        if user.key.name != caller.name and any(
+            isinstance(entry, Mapping) and entry.get("workspace") == target
+            for entry in user.spec.get("resources") or []
+        ):
+            raise conflict(
+                f"other users already hold grants on workspace {target!r}; pick another name"
             )
 
 
