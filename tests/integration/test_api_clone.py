@@ -132,8 +132,8 @@ def test_a_clone_copies_only_the_grants_held_on_the_source(
         assert refused.status_code == 403, refused.text
         # …and no new reach into the source or elsewhere.
         assert c.post("/v1/apply", json=workload_doc(unique("x"))).status_code == 403
+        # Volume Get comes from the grant on All, which covered every workspace already.
         assert c.get("/v1/resources/volume", params={"workspace": target}).status_code == 200
-        # Volume Get came from the All grant, which already covered every workspace.
 
 
 def test_a_user_without_grants_on_the_source_gets_a_workspace_and_no_grants(
