@@ -45,6 +45,8 @@ def test_the_walk_finds_the_commands() -> None:
         "token revoke",
         "server api",
         "server scheduler",
+        "workspace clone",
+        "credits",
     }
     assert expected <= names
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from dora import __version__
+from dora.cli import account, profile, resources, server, tokens, up, validate
 from dora.cli import exec as exec_cli
-from dora.cli import profile, resources, server, tokens, up, validate
 from dora.cli.common import ProfileOpt, client_for, error_line
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ validate.register(app)
 server.register(app)
 up.register(app)
 exec_cli.register(app)
+account.register(app)
 
 
 @app.command("version")

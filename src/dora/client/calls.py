@@ -13,6 +13,9 @@ from dora.api.schemas import (
     ApplyBatchOut,
     ApplyResult,
     Assignments,
+    CloneIn,
+    CloneOut,
+    CreditsOut,
     DeleteResult,
     EventList,
     NodeReport,
@@ -142,3 +145,12 @@ def assignments(name: str, zone: str | None, since: str | None, wait_s: float) -
     if wait_s:
         params["wait"] = wait_s
     return Call("GET", f"/v1/nodes/{name}/assignments", Assignments, params, timeout=wait_s + 30)
+
+
+def clone_workspace(source: str, name: str, zone: str | None) -> Call[CloneOut]:
+    body = CloneIn(name=name).model_dump()
+    return Call("POST", f"/v1/workspaces/{source}/clone", CloneOut, _scope(zone, None), body)
+
+
+def credits(zone: str | None, user: str | None) -> Call[CreditsOut]:
+    return Call("GET", "/v1/users/me/credits", CreditsOut, _scope(zone, None, user=user))

@@ -29,6 +29,8 @@ from dora.api.schemas import (
     ApplyBatchOut,
     ApplyResult,
     Assignments,
+    CloneOut,
+    CreditsOut,
     DeleteResult,
     EventOut,
     NodeReport,
@@ -236,6 +238,17 @@ class Client:
     ) -> Assignments:
         return self.call(calls.assignments(node, zone, since, wait_s))
 
+    def clone_workspace(
+        self, name: str, *, source: str | None = None, zone: str | None = None
+    ) -> CloneOut:
+        """New workspace ``<source>.<name>`` (source: your default workspace) with
+        copies of your grants on the source."""
+        return self.call(calls.clone_workspace(source or self.whoami().workspace, name, zone))
+
+    def credits(self, *, zone: str | None = None, user: str | None = None) -> CreditsOut:
+        """Your weekly budget and spending in `zone` (another `user`'s: admins)."""
+        return self.call(calls.credits(zone, user))
+
     def logs(
         self,
         name: str,
@@ -418,6 +431,18 @@ class AsyncClient:
         self, node: str, *, zone: str | None = None, since: str | None = None, wait_s: float = 0
     ) -> Assignments:
         return await self.call(calls.assignments(node, zone, since, wait_s))
+
+    async def clone_workspace(
+        self, name: str, *, source: str | None = None, zone: str | None = None
+    ) -> CloneOut:
+        """New workspace ``<source>.<name>`` (source: your default workspace) with
+        copies of your grants on the source."""
+        source = source or (await self.whoami()).workspace
+        return await self.call(calls.clone_workspace(source, name, zone))
+
+    async def credits(self, *, zone: str | None = None, user: str | None = None) -> CreditsOut:
+        """Your weekly budget and spending in `zone` (another `user`'s: admins)."""
+        return await self.call(calls.credits(zone, user))
 
     def logs(
         self,
