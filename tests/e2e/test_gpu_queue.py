@@ -210,7 +210,7 @@ def test_a_4_gpu_request_waits_with_a_reason_then_starts_on_the_freed_gpus(
     # no maxRunTime, so nobody can say when B starts, and the node is held for it.
     reason = (
         f'0/1 nodes fit: 1 no free "{V100}" (need 4, max free 0); next in line: start '
-        "unknown (waits on workloads without maxRunTime); 1 nodes held from workloads "
+        "unknown (waits on workloads without maxRunTime); 1 node held from workloads "
         "without maxRunTime"
     )
     with gc.client() as dora:
