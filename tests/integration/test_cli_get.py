@@ -366,8 +366,10 @@ def test_pause_and_resume(cli: Cli, cluster: Cluster) -> None:
     ]
     row = table_rows(cli.run("get", "wk", "pausable", "-g", "team-b").out)[1]
     assert row[4] == "run"
-    wrong = cli.run("pause", "c", "web.1", "-g", WS, expect=2)
-    assert wrong.err_lines == ["error: only workloads can be paused and resumed: use `wk`"]
+    wrong = cli.run("pause", "vol", "home", "-g", WS, expect=2)
+    assert wrong.err_lines == [
+        "error: only workloads (`wk`) and containers (`c`) can be paused and resumed"
+    ]
 
 
 def test_normalise_keeps_widths_and_only_touches_variable_columns() -> None:

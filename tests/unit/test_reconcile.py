@@ -173,6 +173,38 @@ def test_pause_stops_containers_and_resume_recreates_them() -> None:
     assert reconcile(wk(2), [], now=0.0).names(ActionKind.CREATE) == ("train.1", "train.2")
 
 
+def test_a_paused_container_is_left_alone_and_counted_apart() -> None:
+    """Container pause (the API sets the container's desired=pause, the agent reports
+    ``paused``): no action — no drain, release or recreate — so it keeps its booking,
+    and the phase says how many replicas are paused instead of calling them running."""
+    frozen = c(2, ContainerState.PAUSED, desired=Desired.PAUSE)
+    assert ContainerState.parse("paused") is ContainerState.PAUSED
+    assert not frozen.stopped
+    for policy in RestartPolicy:
+        result = reconcile(wk(2, restart_policy=policy), [c(1), frozen], now=0.0)
+        assert result.actions == (), policy
+        assert (result.phase, result.message) == (
+            Phase.RUNNING,
+            "1/2 replicas running, 1 paused",
+        )
+    both = [c(1, ContainerState.PAUSED, desired=Desired.PAUSE), frozen]
+    result = reconcile(wk(2), both, now=0.0)
+    assert (result.actions, result.phase) == ((), Phase.PAUSED)
+    assert result.message == "0/2 replicas running, 2 paused"
+    # Asked for but not frozen yet: still running, and still left alone.
+    asked = c(2, RUNNING, desired=Desired.PAUSE)
+    result = reconcile(wk(2), [c(1), asked], now=0.0)
+    assert (result.actions, result.message) == ((), "2/2 replicas running")
+    # The workload's own pause or delete still drains a paused container.
+    for desired in (Desired.PAUSE, Desired.DRAIN):
+        assert reconcile(wk(2, desired=desired), [c(1), frozen], now=0.0).names(
+            ActionKind.DRAIN
+        ) == ("train.2", "train.1")
+    # A spec change replaces it with the rest of the gang.
+    stale = c(2, ContainerState.PAUSED, desired=Desired.PAUSE, spec_hash="h0")
+    assert "train.2" in reconcile(wk(2), [c(1), stale], now=0.0).names(ActionKind.DRAIN)
+
+
 # ---------------------------------------------------------------- restart policies
 
 

@@ -12,6 +12,7 @@ from dora.api.abuse import FailedAuthFilter, RateLimiter
 from dora.api.identity import Identity
 from dora.api.metrics import Metrics
 from dora.api.settings import ApiSettings
+from dora.auth.container_tokens import UsedOnce
 from dora.store import Store
 
 
@@ -24,6 +25,8 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server shuts down: long-polls answer at once instead of holding it."""
+    container_tokens_used: UsedOnce = field(default_factory=UsedOnce)
+    """Container tokens redeemed by this process (each opens one shell)."""
     failed_auth: FailedAuthFilter = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
 

@@ -220,6 +220,35 @@ class Identity:
             raise unauthorized(f"invalid token: user {claims.user} no longer exists")
         return Caller(user=user, claims=claims, roles=self.roles)
 
+    async def delegated(self, user: str, token_jti: str, workspace: str) -> Caller:
+        """The caller of a container token: `user`, as long as the API token it was
+        asked for with (`token_jti`) is still live and the user still exists (401
+        otherwise). `workspace` becomes the caller's default for the request."""
+        info = self.tokens.get(token_jti)
+        if info is None:
+            await self.refresh(token_key(token_jti))
+            info = self.tokens.get(token_jti)
+        if info is None or info.user != user:
+            raise unauthorized("invalid container token: the API token it came from is revoked")
+        now = self._clock()
+        if info.expires_at is not None and now > info.expires_at:
+            raise unauthorized("invalid container token: the API token it came from expired")
+        view = self.users.get(user)
+        if view is None:
+            await self.refresh(Key("User", GLOBAL, GLOBAL, user))
+            view = self.users.get(user)
+        if view is None:
+            raise unauthorized(f"invalid container token: user {user} no longer exists")
+        claims = TokenClaims(
+            user=user,
+            workspace=workspace,
+            token_id=info.token_id,
+            jti=token_jti,
+            issued_at=int(now),
+            expires_at=None if info.expires_at is None else int(info.expires_at),
+        )
+        return Caller(user=view, claims=claims, roles=self.roles)
+
 
 def _permissions(record: Record) -> Permissions:
     permission: dict[str, Any] = record.spec.get("permission") or {}

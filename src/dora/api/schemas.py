@@ -134,6 +134,14 @@ class TokenList(Wire):
     items: list[TokenOut]
 
 
+class ContainerTokenOut(Wire):
+    """A single-use pass to one container's shell WebSocket (``?token=``)."""
+
+    token: str
+    expires_at: float
+    """Unix time after which it is refused."""
+
+
 class WhoAmI(Wire):
     user: str
     workspace: str

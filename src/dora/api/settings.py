@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from dora.api.abuse import AbuseSettings
 from dora.auth import check_secret
+from dora.auth.container_tokens import DEFAULT_TTL_S, MAX_TTL_S
 
 DEFAULT_PORT = 3000
 
@@ -31,6 +32,17 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be positive (got {raw!r})")
     return value
+
+
+def _container_token_ttl(env: Mapping[str, str]) -> float:
+    """``DORA_CONTAINER_TOKEN_TTL_S``: seconds a container token may be redeemed in."""
+    ttl = _number(env, "DORA_CONTAINER_TOKEN_TTL_S", DEFAULT_TTL_S)
+    if not 0 < ttl <= MAX_TTL_S:
+        raise SettingsError(
+            f"DORA_CONTAINER_TOKEN_TTL_S must be more than 0 and at most {MAX_TTL_S:g} "
+            f"(got {ttl:g})"
+        )
+    return ttl
 
 
 def abuse_from_env(env: Mapping[str, str]) -> AbuseSettings:
@@ -64,6 +76,8 @@ class ApiSettings:
     tls_key: str | None = None
     trusted_proxies: frozenset[str] = frozenset({"127.0.0.1", "::1"})
     """Peers whose X-Forwarded-For / X-Real-IP headers are believed (e.g. nginx)."""
+    container_token_ttl_s: float = DEFAULT_TTL_S
+    """Life of a container token (`POST /v1/containers/{name}/token`)."""
     abuse: AbuseSettings = field(default_factory=AbuseSettings)
     long_poll_max_s: float = 30.0
     node_ready_s: float = 20.0
@@ -108,6 +122,7 @@ class ApiSettings:
                 if proxies is not None
                 else cls.trusted_proxies
             ),
+            container_token_ttl_s=_container_token_ttl(env),
             abuse=abuse_from_env(env),
             node_ready_s=_number(env, "DORA_NODE_READY_S", 20.0),
         )

@@ -398,6 +398,7 @@ def why_cmd(
 
 
 def _pause(
+    kind: str,
     name: str,
     paused: bool,
     workspace: str | None,
@@ -407,22 +408,32 @@ def _pause(
     ca_cert: str | None,
 ) -> None:
     with client_for(profile, insecure=insecure, ca_cert=ca_cert) as dora:
-        if paused:
+        if kind == "Container":
+            if paused:
+                dora.pause_container(name, zone=zone, workspace=workspace)
+            else:
+                dora.resume_container(name, zone=zone, workspace=workspace)
+        elif paused:
             dora.pause(name, zone=zone, workspace=workspace)
         else:
             dora.resume(name, zone=zone, workspace=workspace)
-    typer.echo(f"workload/{name} {'paused' if paused else 'resumed'}")
+    label = "container" if kind == "Container" else "workload"
+    typer.echo(f"{label}/{name} {'paused' if paused else 'resumed'}")
 
 
-def _workload_kind(kind: str) -> None:
-    if _kind(kind) != "Workload":
-        raise fail("only workloads can be paused and resumed: use `wk`", EXIT_USAGE)
+def _pausable_kind(kind: str) -> str:
+    resolved = _kind(kind)
+    if resolved not in ("Workload", "Container"):
+        raise fail(
+            "only workloads (`wk`) and containers (`c`) can be paused and resumed", EXIT_USAGE
+        )
+    return resolved
 
 
 @handle_errors
 def pause_cmd(
-    kind: Annotated[str, typer.Argument(help="wk")],
-    name: Annotated[str, typer.Argument(help="workload name")],
+    kind: Annotated[str, typer.Argument(help="wk (a workload) or c (one container)")],
+    name: Annotated[str, typer.Argument(help="workload or container name")],
     workspace: WorkspaceOpt = None,
     zone: ZoneOpt = None,
     profile: ProfileOpt = None,
@@ -430,20 +441,28 @@ def pause_cmd(
     ca_cert: CaCertOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Pause a workload: its containers stop and free their GPUs; resume starts them again.
+    """Pause a workload, or freeze one container.
 
-    Example:
+    `wk`: the workload's containers stop and free their GPUs and CPUs (others can use
+    them); `resume` places them again, perhaps elsewhere.
+
+    `c`: the container's processes are frozen in place (`docker pause`): memory and
+    files stay as they are, and it keeps its GPUs and CPUs (they stay booked, and keep
+    counting) until `resume` thaws it where it was.
+
+    Examples:
 
       dora pause wk my-job
+
+      dora pause c my-job.1
     """
-    _workload_kind(kind)
-    _pause(name, True, workspace, zone, profile, insecure, ca_cert)
+    _pause(_pausable_kind(kind), name, True, workspace, zone, profile, insecure, ca_cert)
 
 
 @handle_errors
 def resume_cmd(
-    kind: Annotated[str, typer.Argument(help="wk")],
-    name: Annotated[str, typer.Argument(help="workload name")],
+    kind: Annotated[str, typer.Argument(help="wk (a workload) or c (one container)")],
+    name: Annotated[str, typer.Argument(help="workload or container name")],
     workspace: WorkspaceOpt = None,
     zone: ZoneOpt = None,
     profile: ProfileOpt = None,
@@ -451,14 +470,16 @@ def resume_cmd(
     ca_cert: CaCertOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Resume a paused workload.
+    """Resume a paused workload (its containers are placed again), or thaw a frozen
+    container (its processes go on where they stopped).
 
-    Example:
+    Examples:
 
       dora resume wk my-job
+
+      dora resume c my-job.1
     """
-    _workload_kind(kind)
-    _pause(name, False, workspace, zone, profile, insecure, ca_cert)
+    _pause(_pausable_kind(kind), name, False, workspace, zone, profile, insecure, ca_cert)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
@@ -15,6 +16,7 @@ from dora.api.schemas import (
     Assignments,
     CloneIn,
     CloneOut,
+    ContainerTokenOut,
     CreditsOut,
     DeleteResult,
     EventList,
@@ -112,6 +114,19 @@ def versions(kind: str, name: str, zone: str | None, workspace: str | None) -> C
 def pause(name: str, zone: str | None, workspace: str | None, paused: bool) -> Call[ResourceOut]:
     verb = "pause" if paused else "resume"
     return Call("POST", f"/v1/workloads/{name}/{verb}", ResourceOut, _scope(zone, workspace))
+
+
+def pause_container(
+    name: str, zone: str | None, workspace: str | None, paused: bool
+) -> Call[ResourceOut]:
+    verb = "pause" if paused else "resume"
+    path = f"/v1/containers/{quote(name, safe='')}/{verb}"
+    return Call("POST", path, ResourceOut, _scope(zone, workspace))
+
+
+def container_token(name: str, zone: str | None, workspace: str | None) -> Call[ContainerTokenOut]:
+    path = f"/v1/containers/{quote(name, safe='')}/token"
+    return Call("POST", path, ContainerTokenOut, _scope(zone, workspace))
 
 
 def create_token(

@@ -30,6 +30,7 @@ from dora.api.schemas import (
     ApplyResult,
     Assignments,
     CloneOut,
+    ContainerTokenOut,
     CreditsOut,
     DeleteResult,
     EventOut,
@@ -216,6 +217,25 @@ class Client:
         self, name: str, *, zone: str | None = None, workspace: str | None = None
     ) -> ResourceOut:
         return self.call(calls.pause(name, zone, workspace, False))
+
+    def pause_container(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        """Freeze one container's processes (``docker pause``); it keeps its GPUs and
+        CPUs. (`pause` stops a whole workload and frees them.)"""
+        return self.call(calls.pause_container(name, zone, workspace, True))
+
+    def resume_container(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        return self.call(calls.pause_container(name, zone, workspace, False))
+
+    def container_token(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ContainerTokenOut:
+        """A single-use token that opens this container's shell WebSocket as
+        ``?token=`` (for clients that cannot send an Authorization header)."""
+        return self.call(calls.container_token(name, zone, workspace))
 
     def create_token(
         self, user: str, workspace: str, token_id: str = "1", *, expires_in_s: int | None = None
@@ -410,6 +430,21 @@ class AsyncClient:
         self, name: str, *, zone: str | None = None, workspace: str | None = None
     ) -> ResourceOut:
         return await self.call(calls.pause(name, zone, workspace, False))
+
+    async def pause_container(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        return await self.call(calls.pause_container(name, zone, workspace, True))
+
+    async def resume_container(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ResourceOut:
+        return await self.call(calls.pause_container(name, zone, workspace, False))
+
+    async def container_token(
+        self, name: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> ContainerTokenOut:
+        return await self.call(calls.container_token(name, zone, workspace))
 
     async def create_token(
         self, user: str, workspace: str, token_id: str = "1", *, expires_in_s: int | None = None

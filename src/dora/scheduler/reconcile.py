@@ -49,8 +49,16 @@ Phases
     ``Deleted`` (drained and no containers left: ``remove_workload``), ``Draining``,
     ``Paused``, ``Completed`` (Never/OnFailure: every replica exited 0), ``Failed``
     (Never: every replica stopped, one unsuccessfully; or maxRunTime exceeded),
-    ``Running`` (every replica running or finished, one running), ``Idle`` (zero
-    replicas), else ``Pending``.
+    ``Running`` (every replica running, paused or finished, one running), ``Paused``
+    also when every replica is paused or finished and one is paused (a *container*
+    pause: frozen in place, GPUs kept), ``Idle`` (zero replicas), else ``Pending``.
+    The message counts paused replicas apart: "1/2 replicas running, 1 paused".
+
+Paused containers
+    A container whose ``desired`` is ``pause`` (the API's container pause) is a live
+    replica like a running one: no rule stops, releases or recreates it for being
+    paused, so the scheduler never fights the API over it. Deleting, pausing or
+    changing the workload still drains it as usual.
 """
 
 from __future__ import annotations
@@ -101,12 +109,14 @@ class ContainerState(StrEnum):
     CREATING = "creating"
     PULLING = "pulling"
     RUNNING = "running"
+    PAUSED = "paused"
+    """Frozen by ``docker pause`` (container ``desired=pause``): live, booking kept."""
     DRAINING = "draining"
     EXITED = "exited"
     FAILED = "failed"
     DELETED = "deleted"
     UNKNOWN = "unknown"
-    """Any other Docker state (created, paused, restarting…): treated as live."""
+    """Any other Docker state (created, restarting…): treated as live."""
 
     @classmethod
     def parse(cls, value: str | None) -> ContainerState:
@@ -528,7 +538,7 @@ def _phase(
         if remaining:
             return Phase.DRAINING, f"scaling to 0: {len(remaining)} containers left"
         return Phase.IDLE, "0 replicas"
-    running = finished = 0
+    running = finished = paused = 0
     for record in remaining:
         index = replica_index(workload.name, record.name)
         if index is None or index > workload.replicas or record.spec_hash != workload.spec_hash:
@@ -540,9 +550,13 @@ def _phase(
             finished += 1
         elif kind is None and record.state is ContainerState.RUNNING:
             running += 1
+        elif kind is None and record.state is ContainerState.PAUSED:
+            paused += 1
     message = f"{running}/{workload.replicas} replicas running"
-    if running and running + finished == workload.replicas:
-        return Phase.RUNNING, message
+    if paused:
+        message += f", {paused} paused"
+    if running + paused + finished == workload.replicas and (running or paused):
+        return (Phase.RUNNING if running else Phase.PAUSED), message
     return Phase.PENDING, message
 
 

@@ -1,13 +1,21 @@
-"""Shell (WebSocket), logs (streamed) and stats of a container, through its node.
+"""Shell (WebSocket), logs (streamed), stats, token, pause and resume of a container.
 
-``WS /v1/containers/{name}/shell?zone=&workspace=&tty=&cmd=…&cmd=…``
+``WS /v1/containers/{name}/shell?zone=&workspace=&tty=&cmd=…&cmd=…[&token=…]``
     Needs ``Container: Shell``. ``cmd`` repeated gives the argv (default ``sh``);
     ``tty=true`` allocates a terminal. Authentication is the usual
     ``Authorization: Bearer <token>`` header (WebSocket clients such as the CLI send
     headers; `HTTPBearer` does not guard WebSocket routes, so this route checks it
-    itself, with the same ban and rate limits). A browser's cross-site ``Origin`` is
-    refused. Failures before the upgrade are plain HTTP answers with the usual JSON
-    error body. Frames: `dora.exec_protocol`.
+    itself, with the same ban and rate limits) or, when no such header is sent,
+    ``?token=`` with a container token (browsers cannot set headers on a WebSocket):
+    single use, for exactly this container, and ``Container: Shell`` is still
+    checked. A browser's cross-site ``Origin`` is refused. Failures before the
+    upgrade are plain HTTP answers with the usual JSON error body. Frames:
+    `dora.exec_protocol`.
+``POST /v1/containers/{name}/token``
+    Needs ``Container: Token``. A container token for the shell (`services.containers`).
+``POST /v1/containers/{name}/pause`` · ``…/resume``
+    Needs ``Container: Pause`` / ``Resume``. Freezes (``docker pause``) or thaws the
+    container's processes; it keeps its GPUs and CPUs meanwhile.
 ``GET /v1/containers/{name}/logs?follow=&tail=&since=&timestamps=``
     Needs ``Container: Log``. ``text/plain``, streamed while ``follow=true``.
 ``GET /v1/containers/{name}/stats``
@@ -26,8 +34,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from dora.api.context import ApiContext
 from dora.api.deps import AUTH_RESPONSES, CallerDep, Ctx, authenticate, bearer_token
 from dora.api.errors import ApiError, forbidden, invalid
-from dora.api.schemas import ErrorOut
+from dora.api.schemas import ContainerTokenOut, ErrorOut, ResourceOut
+from dora.api.services import containers
 from dora.api.services import exec as exec_service
+from dora.api.services.views import record_out
 from dora.exec_protocol import ProtocolError, check_argv, check_tail
 
 log = logging.getLogger("dora.api.exec")
@@ -96,6 +106,45 @@ async def stats(
     return await exec_service.stats(ctx, caller, name, zone=zone, workspace=workspace)
 
 
+@router.post(
+    "/{name}/token",
+    summary="A single-use token that opens this container's shell WebSocket",
+    description="For clients that cannot send an Authorization header on a WebSocket "
+    "(browsers): pass it as `?token=` to `WS /v1/containers/{name}/shell`. It opens one "
+    "shell, of this container only, within `expires_at`; the Shell verb is still needed.",
+)
+async def token(
+    ctx: Ctx, caller: CallerDep, name: NameP, zone: ZoneQ = None, workspace: WorkspaceQ = None
+) -> ContainerTokenOut:
+    return await containers.issue_token(ctx, caller, name, zone=zone, workspace=workspace)
+
+
+@router.post(
+    "/{name}/pause",
+    summary="Freeze a container's processes (it keeps its GPUs and CPUs)",
+    description="`docker pause` on its node. Unlike pausing a workload, which stops its "
+    "containers and frees their GPUs, the container stays where it is, holding its "
+    "booking, until it is resumed.",
+)
+async def pause(
+    ctx: Ctx, caller: CallerDep, name: NameP, zone: ZoneQ = None, workspace: WorkspaceQ = None
+) -> ResourceOut:
+    record = await containers.set_paused(
+        ctx, caller, name, paused=True, zone=zone, workspace=workspace
+    )
+    return record_out(record, now=ctx.clock(), ready_s=ctx.settings.node_ready_s)
+
+
+@router.post("/{name}/resume", summary="Let a paused container's processes run again")
+async def resume(
+    ctx: Ctx, caller: CallerDep, name: NameP, zone: ZoneQ = None, workspace: WorkspaceQ = None
+) -> ResourceOut:
+    record = await containers.set_paused(
+        ctx, caller, name, paused=False, zone=zone, workspace=workspace
+    )
+    return record_out(record, now=ctx.clock(), ready_s=ctx.settings.node_ready_s)
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -128,7 +177,15 @@ async def shell(websocket: WebSocket, name: str) -> None:
     try:
         check_origin(websocket)
         request = cast(Request, websocket)  # both are HTTPConnections: headers, client
-        caller = await authenticate(request, ctx, bearer_token(request))
+        zone, workspace = query.get("zone") or None, query.get("workspace") or None
+        bearer, uid = bearer_token(request), None
+        if bearer is None and query.get("token"):
+            caller, ref = await containers.redeem_token(
+                ctx, websocket, query["token"], name, zone=zone, workspace=workspace
+            )
+            zone, workspace, uid = ref.zone, ref.workspace, ref.uid
+        else:
+            caller = await authenticate(request, ctx, bearer)
         try:
             argv = check_argv(query.getlist("cmd") or list(DEFAULT_ARGV))
         except ProtocolError as exc:
@@ -138,21 +195,23 @@ async def shell(websocket: WebSocket, name: str) -> None:
             ctx,
             caller,
             name,
-            zone=query.get("zone") or None,
-            workspace=query.get("workspace") or None,
+            zone=zone,
+            workspace=workspace,
             argv=argv,
             tty=tty,
+            uid=uid,
         )
     except ApiError as exc:
         await deny(websocket, exc)
         return
     await websocket.accept()
     log.info(
-        "event=shell_open user=%s container=%s node=%s tty=%s",
+        "event=shell_open user=%s container=%s node=%s tty=%s auth=%s",
         caller.name,
         node.target.label,
         node.target.node,
         tty,
+        "bearer" if uid is None else "container-token",
     )
     code = await exec_service.relay(websocket, node)
     log.info("event=shell_close user=%s container=%s exit=%s", caller.name, node.target.label, code)

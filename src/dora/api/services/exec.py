@@ -32,7 +32,7 @@ import aiohttp
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dora.api.context import ApiContext
-from dora.api.errors import ApiError, conflict, invalid
+from dora.api.errors import ApiError, conflict, forbidden, invalid
 from dora.api.identity import GLOBAL, Caller
 from dora.api.services.resources import get_one, kind_info
 from dora.auth.tickets import Operation, issue_ticket, signing_key
@@ -85,11 +85,17 @@ async def resolve(
     workspace: str | None,
     verb: str,
     need_running: bool,
+    uid: str | None = None,
 ) -> Target:
     record = await get_one(
         ctx, caller, kind_info("Container"), name, zone=zone, workspace=workspace, verb=verb
     )
     key = record.key
+    if uid is not None and record.uid != uid:
+        raise forbidden(
+            f"this container token was made for an earlier container {key.name} "
+            "(it was re-created since); ask for a new one"
+        )
     if not record.node:
         raise conflict(f"container {key.name} is not placed on a node yet")
     if need_running:
@@ -299,9 +305,18 @@ async def open_shell(
     workspace: str | None,
     argv: list[str],
     tty: bool,
+    uid: str | None = None,
 ) -> NodeShell:
+    """`uid`: the container a container token was made for (None: any uid)."""
     target = await resolve(
-        ctx, caller, name, zone=zone, workspace=workspace, verb="Shell", need_running=True
+        ctx,
+        caller,
+        name,
+        zone=zone,
+        workspace=workspace,
+        verb="Shell",
+        need_running=True,
+        uid=uid,
     )
     ticket = mint(ctx, caller, target, "exec", argv=argv, tty=tty)
     session = _session()
