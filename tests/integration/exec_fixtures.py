@@ -173,14 +173,16 @@ def make_users(cluster: NodeCluster) -> dict[str, str]:
     return tokens
 
 
-def exec_env_fixture() -> Any:
-    """A module-scoped `ExecEnv` on a fresh API server and database."""
+def exec_env_fixture(api_env: dict[str, str] | None = None) -> Any:
+    """A module-scoped `ExecEnv` on a fresh API server and database (`api_env`: more
+    environment for the API server)."""
 
     @pytest.fixture(scope="module")
     def _env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExecEnv]:
         ensure_busybox_image()
         data_dir = tmp_path_factory.mktemp("exec-api")
-        with ApiProcess(data_dir, env={"DORA_NODE_READY_S": str(READY_S)}) as api:
+        server_env = {"DORA_NODE_READY_S": str(READY_S), **(api_env or {})}
+        with ApiProcess(data_dir, env=server_env) as api:
             api.wait_ready()
             cluster = setup_cluster(api, data_dir)
             try:

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from dora.model import VERBS
+from dora.store import Key, NewRecord, Store
 from tests.helpers import (
     NODE_USER,
     SEED_USER,
@@ -45,6 +46,7 @@ from tests.helpers import (
     user_doc,
     user_with_role,
     volume_doc,
+    with_store,
     workload_doc,
 )
 
@@ -122,6 +124,37 @@ def _with_container(then: Callable[[httpx.Client, str], httpx.Response]) -> Acti
     def act(w: World, c: httpx.Client, n: str) -> httpx.Response:
         key = create_container(w.api, f"{n}.1", workspace=TEAM_A, node="node1")
         return then(c, key.name)
+
+    return act
+
+
+def _running_container(w: World, n: str, *, desired: str = "run") -> str:
+    """A workload and its running replica on node1 (as scheduler and agent would
+    leave them): the container verbs that act on a live container need both."""
+    apply(w.admin, workload_doc(n, workspace=TEAM_A))
+    key = Key("Container", ZONE, TEAM_A, f"{n}.1")
+    record = NewRecord(
+        key=key,
+        spec={"image": {"image": "busybox:1.36"}, "replica": {"count": 1}},
+        owner="scheduler",
+        desired=desired,  # type: ignore[arg-type]
+        node="node1",
+        parent=n,
+        computed={"node": "node1", "cpus": [0]},
+        observed={"state": "paused" if desired == "pause" else "running"},
+    )
+
+    async def create(store: Store) -> None:
+        await store.create(record, actor="scheduler")
+
+    with_store(w.api, create)
+    return key.name
+
+
+def _container_post(verb: str, *, desired: str = "run") -> Action:
+    def act(w: World, c: httpx.Client, n: str) -> httpx.Response:
+        name = _running_container(w, n, desired=desired)
+        return c.post(f"/v1/containers/{name}/{verb}", params={"workspace": TEAM_A})
 
     return act
 
@@ -208,6 +241,19 @@ CELLS = [
         _with_container(
             lambda c, name: c.delete(
                 f"/v1/resources/container/{name}", params={"workspace": TEAM_A}
+            )
+        ),
+    ),
+    Cell("Container", "Token", WS, _container_post("token")),
+    Cell("Container", "Pause", WS, _container_post("pause")),
+    Cell("Container", "Resume", WS, _container_post("resume", desired="pause")),
+    Cell(
+        "Container",
+        "Event",
+        WS,
+        _with_container(
+            lambda c, name: c.get(
+                f"/v1/resources/container/{name}/events", params={"workspace": TEAM_A}
             )
         ),
     ),
@@ -371,6 +417,10 @@ def test_the_matrix_covers_every_verb_the_api_implements() -> None:
         ("Container", "Get"),
         ("Container", "Describe"),
         ("Container", "Delete"),
+        ("Container", "Token"),
+        ("Container", "Pause"),
+        ("Container", "Resume"),
+        ("Container", "Event"),
         ("Volume", "Apply"),
         ("Volume", "Get"),
         ("Volume", "Delete"),
@@ -388,6 +438,25 @@ def test_the_matrix_covers_every_verb_the_api_implements() -> None:
         assert pair in covered
     for kind in ("User", "Role", "Zone", "Workspace"):
         assert {(kind, "Apply"), (kind, "Delete")} <= covered
+    # Every Container verb the guide's user role lists: a cell here, or Shell and Log
+    # (tests/integration/test_exec_security.py, test_exec_token.py), or Apply, which
+    # no role unlocks (test_containers_are_never_applied).
+    elsewhere = {"shell", "log", "apply"}
+    for verb in GUIDE_ROLE["Container"]:
+        assert ("Container", verb) in covered or verb.lower() in elsewhere, verb
+
+
+def test_containers_are_never_applied(world: World) -> None:
+    """The scheduler makes containers from a Workload: applying one is refused with a
+    400 that says so, whatever the caller's roles (the guide's role lists Apply)."""
+    d = doc("Container", "hand-made.1", {"image": {"image": "busybox"}}, workspace=TEAM_A)
+    index = next(i for i, c in enumerate(CELLS) if c.id == "Container-Token")
+    for token in (world.tokens["admin"], world.tokens[f"{index}/guide-role"]):
+        with world.api.client(token) as c:
+            r = c.post("/v1/apply", json=d)
+        assert r.status_code == 400, r.text
+        assert r.json()["field"] == "kind"
+        assert "made by the scheduler from a Workload" in r.json()["message"]
 
 
 # ------------------------------------------------------------ scope actually acted on
