@@ -81,6 +81,10 @@ async def logs(
     ] = None,
     timestamps: Annotated[bool, Query(description="prefix each line with its time")] = False,
 ) -> StreamingResponse:
+    try:
+        lines = check_tail(tail)
+    except ProtocolError as exc:
+        raise invalid(str(exc), field="tail") from None
     body = await exec_service.open_logs(
         ctx,
         caller,
@@ -88,7 +92,7 @@ async def logs(
         zone=zone,
         workspace=workspace,
         follow=follow,
-        tail=check_tail(tail),
+        tail=lines,
         since=since,
         timestamps=timestamps,
     )
