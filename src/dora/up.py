@@ -281,7 +281,12 @@ async def up(settings: UpSettings, say: Callable[[str], None], stop: asyncio.Eve
     )
     announced: list[str] = []
     api_settings = ApiSettings(
-        zone=settings.zone, secret=secret, init_db=True, host=settings.host, port=settings.port
+        zone=settings.zone,
+        secret=secret,
+        init_db=True,
+        host=settings.host,
+        port=settings.port,
+        data_dir=data_dir,
     )
     app = create_app(api_settings, store, announce=announced.append, close_store=False)
     server = StoppableServer(
