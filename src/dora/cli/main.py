@@ -6,7 +6,7 @@ import typer
 
 from dora import __version__
 from dora.cli import exec as exec_cli
-from dora.cli import profile, resources, server, tokens, up, validate
+from dora.cli import files, profile, resources, server, tokens, up, validate
 from dora.cli.common import ProfileOpt, client_for, error_line
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ validate.register(app)
 server.register(app)
 up.register(app)
 exec_cli.register(app)
+files.register(app)
 
 
 @app.command("version")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel
 
@@ -15,6 +16,8 @@ from dora.api.schemas import (
     Assignments,
     DeleteResult,
     EventList,
+    FileList,
+    Manifest,
     NodeReport,
     ReportOut,
     ResourceList,
@@ -23,6 +26,8 @@ from dora.api.schemas import (
     TokenCreated,
     TokenList,
     TokenOut,
+    UploadCreate,
+    UploadOut,
     VersionInfo,
     VersionList,
     WhoAmI,
@@ -41,6 +46,8 @@ class Call(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None
     """Overrides the client's read timeout (long-polls wait on purpose)."""
+    content: bytes | None = None
+    """A raw request body (instead of `body` as JSON)."""
 
 
 def _scope(zone: str | None, workspace: str | None, **more: Any) -> dict[str, Any]:
@@ -142,3 +149,52 @@ def assignments(name: str, zone: str | None, since: str | None, wait_s: float) -
     if wait_s:
         params["wait"] = wait_s
     return Call("GET", f"/v1/nodes/{name}/assignments", Assignments, params, timeout=wait_s + 30)
+
+
+# ------------------------------------------------------------------ volume files
+
+
+def _volume(name: str) -> str:
+    return f"/v1/volumes/{quote(name, safe='')}"
+
+
+def ls(volume: str, path: str, zone: str | None, workspace: str | None) -> Call[FileList]:
+    return Call("GET", f"{_volume(volume)}/files", FileList, _scope(zone, workspace, path=path))
+
+
+def manifest(volume: str, path: str, zone: str | None, workspace: str | None) -> Call[Manifest]:
+    return Call("GET", f"{_volume(volume)}/manifest", Manifest, _scope(zone, workspace, path=path))
+
+
+def download_path(volume: str) -> str:
+    """``GET`` it with ``path`` (and zone/workspace): a tar archive, streamed."""
+    return f"{_volume(volume)}/download"
+
+
+def begin_upload(
+    volume: str, path: str, size: int, mtime: float, zone: str | None, workspace: str | None
+) -> Call[UploadOut]:
+    body = UploadCreate(path=path, size=size, mtime=mtime).model_dump()
+    return Call("POST", f"{_volume(volume)}/uploads", UploadOut, _scope(zone, workspace), body)
+
+
+def upload_chunk(
+    volume: str,
+    upload_id: str,
+    offset: int,
+    data: bytes,
+    zone: str | None,
+    workspace: str | None,
+) -> Call[UploadOut]:
+    return Call(
+        "PATCH",
+        f"{_volume(volume)}/uploads/{upload_id}",
+        UploadOut,
+        _scope(zone, workspace),
+        headers={
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+        },
+        content=data,
+        timeout=600,
+    )
