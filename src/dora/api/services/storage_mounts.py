@@ -91,14 +91,12 @@ def mount_nfs(endpoint: str, export: str, target: Path, timeout: float = MOUNT_T
     except subprocess.TimeoutExpired:
         raise unavailable(
             f"cannot mount {source}: no answer within {timeout:.0f} s (is the NFS server up "
-            "and reachable from the API host?)"
+            f"and reachable from the API host?); {advice}"
         ) from None
     if done.returncode != 0:
-        reason = (done.stderr or done.stdout).strip().splitlines()
-        raise unavailable(
-            f"cannot mount {source} at {target}: {reason[-1] if reason else 'mount failed'}; "
-            f"{advice}"
-        )
+        lines = (line.strip() for line in (done.stderr or done.stdout).splitlines())
+        reason = " ".join(line for line in lines if line and "dmesg" not in line)
+        raise unavailable(f"cannot mount {source}: {reason or 'mount failed'}; {advice}")
 
 
 class StorageMounts:

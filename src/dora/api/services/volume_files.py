@@ -603,8 +603,7 @@ def _finish(up: _Upload) -> UploadOut:
     """Complete `up` (the caller holds its lock): mtime, then an atomic rename."""
     os.fsync(up.part)
     os.fchmod(up.part, 0o644)
-    ns = round(up.mtime * 1e9)
-    os.utime(up.part, ns=(ns, ns))
+    os.utime(up.part, (up.mtime, up.mtime))  # float seconds, as `stat` gave them
     parent = open_dir(up.root, up.parts[:-1], create=True)
     try:
         _check_destination(parent, up.parts)
