@@ -40,13 +40,31 @@ def start_up(tmp: Path, node: str, port: int, node_port: int) -> Up:
     env["DORA_CONFIG"] = str(tmp / "config")
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dora.cli.main", "up", "--data-dir", str(tmp / "data"),
-             "--port", str(port), "--node-port", str(node_port), "--node-name", node],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "dora.cli.main",
+                "up",
+                "--data-dir",
+                str(tmp / "data"),
+                "--port",
+                str(port),
+                "--node-port",
+                str(node_port),
+                "--node-name",
+                node,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     up = Up(process, f"http://127.0.0.1:{port}", tmp / "data", node, log)
-    wait_until(lambda: "Press Ctrl-C" in up.output() or process.poll() is not None, within=90,
-               what="dora up to start")  # fmt: skip
+    wait_until(
+        lambda: "Press Ctrl-C" in up.output() or process.poll() is not None,
+        within=90,
+        what="dora up to start",
+    )
     assert process.poll() is None, up.output()
     return up
 
@@ -64,8 +82,10 @@ def stop_up(up: Up) -> None:
 def remove_node_containers(node: str) -> None:
     ids = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=dora.node={node}"],
-        capture_output=True, text=True, check=False,
-    ).stdout.split()  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
 
@@ -99,8 +119,11 @@ def test_up_writes_profile_and_node_is_ready(up: Up) -> None:
     assert up.url in config
     assert oct((up.data_dir.parent / "config").stat().st_mode & 0o777) == "0o600"
     with Client(up.url, up.token()) as dora:
-        wait_until(lambda: dora.get("Node", up.node).status == "READY", within=30,
-                   what="the local node READY")  # fmt: skip
+        wait_until(
+            lambda: dora.get("Node", up.node).status == "READY",
+            within=30,
+            what="the local node READY",
+        )
 
 
 def test_sdk_workload_runs_to_completion_and_returns_output(up: Up) -> None:
@@ -110,8 +133,11 @@ def test_sdk_workload_runs_to_completion_and_returns_output(up: Up) -> None:
         job.wait_done(timeout=90)
         assert job.state() == "exited"
         assert "result=42" in list(job.logs())
-        wait_until(lambda: dora.get("Workload", job.name, workspace="admin").status
-                   == "Completed", within=30, what="phase Completed")  # fmt: skip
+        wait_until(
+            lambda: dora.get("Workload", job.name, workspace="admin").status == "Completed",
+            within=30,
+            what="phase Completed",
+        )
         job.delete()
 
 
@@ -126,10 +152,52 @@ def test_sdk_workload_exec_and_delete(up: Up) -> None:
 
         def gone() -> bool:
             names = subprocess.run(
-                ["docker", "ps", "-a", "--format", "{{.Names}}", "--filter",
-                 f"label=dora.node={up.node}"],
-                capture_output=True, text=True, check=False,
-            ).stdout.split()  # fmt: skip
+                [
+                    "docker",
+                    "ps",
+                    "-a",
+                    "--format",
+                    "{{.Names}}",
+                    "--filter",
+                    f"label=dora.node={up.node}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
             return f"dora.admin.{job.name}.1" not in names
 
         wait_until(gone, within=60, what="the container removed after delete")
+
+
+def test_a_container_sees_a_file_uploaded_to_its_volume(up: Up, tmp_path: Path) -> None:
+    """`dora upload` and the node agent agree on where a Local volume lives: the file
+    the API wrote is the file the container reads."""
+    storage, volume = tmp_path / "storage", unique("vol")
+    src = tmp_path / "hello.txt"
+    src.write_text("hello from a volume\n")
+    with Client(up.url, up.token()) as dora:
+        dora.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Storage",
+                "metadata": {"name": "scratch"},
+                "spec": {"kind": "Local", "mountpath": str(storage)},
+            }
+        )
+        dora.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Volume",
+                "metadata": {"name": volume},
+                "spec": {"storage": "scratch"},
+            }
+        )
+        assert dora.upload(src, volume, "in").files == 1
+        assert [e.name for e in dora.ls(volume, "in")] == ["hello.txt"]
+        job = busybox_job(dora, unique("reader"), ["cat", "/data/in/hello.txt"])
+        job.add_volume(volume, "/data", read_only=True).apply()
+        job.wait_done(timeout=90)
+        assert job.state() == "exited"
+        assert "hello from a volume" in list(job.logs())
+        job.delete()

@@ -193,7 +193,7 @@ def upload_chunk(
         _scope(zone, workspace),
         headers={
             "Upload-Offset": str(offset),
-            "Content-Type": "application/offset+octet-stream",
+            "Content-Type": "application/octet-stream",
         },
         content=data,
         timeout=600,

@@ -135,7 +135,7 @@ async def begin_upload(
         "requestBody": {
             "required": False,
             "content": {
-                "application/offset+octet-stream": {
+                "application/octet-stream": {
                     "schema": {"type": "string", "format": "binary"}
                 }
             },
