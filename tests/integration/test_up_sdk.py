@@ -40,31 +40,13 @@ def start_up(tmp: Path, node: str, port: int, node_port: int) -> Up:
     env["DORA_CONFIG"] = str(tmp / "config")
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dora.cli.main",
-                "up",
-                "--data-dir",
-                str(tmp / "data"),
-                "--port",
-                str(port),
-                "--node-port",
-                str(node_port),
-                "--node-name",
-                node,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+            [sys.executable, "-m", "dora.cli.main", "up", "--data-dir", str(tmp / "data"),
+             "--port", str(port), "--node-port", str(node_port), "--node-name", node],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
     up = Up(process, f"http://127.0.0.1:{port}", tmp / "data", node, log)
-    wait_until(
-        lambda: "Press Ctrl-C" in up.output() or process.poll() is not None,
-        within=90,
-        what="dora up to start",
-    )
+    wait_until(lambda: "Press Ctrl-C" in up.output() or process.poll() is not None, within=90,
+               what="dora up to start")  # fmt: skip
     assert process.poll() is None, up.output()
     return up
 
@@ -82,10 +64,8 @@ def stop_up(up: Up) -> None:
 def remove_node_containers(node: str) -> None:
     ids = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=dora.node={node}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
 
@@ -119,11 +99,8 @@ def test_up_writes_profile_and_node_is_ready(up: Up) -> None:
     assert up.url in config
     assert oct((up.data_dir.parent / "config").stat().st_mode & 0o777) == "0o600"
     with Client(up.url, up.token()) as dora:
-        wait_until(
-            lambda: dora.get("Node", up.node).status == "READY",
-            within=30,
-            what="the local node READY",
-        )
+        wait_until(lambda: dora.get("Node", up.node).status == "READY", within=30,
+                   what="the local node READY")  # fmt: skip
 
 
 def test_sdk_workload_runs_to_completion_and_returns_output(up: Up) -> None:
@@ -133,11 +110,8 @@ def test_sdk_workload_runs_to_completion_and_returns_output(up: Up) -> None:
         job.wait_done(timeout=90)
         assert job.state() == "exited"
         assert "result=42" in list(job.logs())
-        wait_until(
-            lambda: dora.get("Workload", job.name, workspace="admin").status == "Completed",
-            within=30,
-            what="phase Completed",
-        )
+        wait_until(lambda: dora.get("Workload", job.name, workspace="admin").status
+                   == "Completed", within=30, what="phase Completed")  # fmt: skip
         job.delete()
 
 
@@ -152,19 +126,10 @@ def test_sdk_workload_exec_and_delete(up: Up) -> None:
 
         def gone() -> bool:
             names = subprocess.run(
-                [
-                    "docker",
-                    "ps",
-                    "-a",
-                    "--format",
-                    "{{.Names}}",
-                    "--filter",
-                    f"label=dora.node={up.node}",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.split()
+                ["docker", "ps", "-a", "--format", "{{.Names}}", "--filter",
+                 f"label=dora.node={up.node}"],
+                capture_output=True, text=True, check=False,
+            ).stdout.split()  # fmt: skip
             return f"dora.admin.{job.name}.1" not in names
 
         wait_until(gone, within=60, what="the container removed after delete")
