@@ -26,6 +26,7 @@ router = APIRouter(
         404: {"model": ErrorOut, "description": "No such volume, folder or upload"},
         409: {"model": ErrorOut},
         503: {"model": ErrorOut, "description": "The volume's storage is not reachable here"},
+        507: {"model": ErrorOut, "description": "The volume is full"},
     },
 )
 
@@ -135,9 +136,7 @@ async def begin_upload(
         "requestBody": {
             "required": False,
             "content": {
-                "application/octet-stream": {
-                    "schema": {"type": "string", "format": "binary"}
-                }
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
         }
     },

@@ -139,12 +139,14 @@ def _open_root(volume: VolumeDir, *, create: bool) -> int | None:
     return os.open(volume.path, _OPEN_FLAGS)
 
 
-def _os_error(exc: OSError, doing: str) -> ApiError:
+def _os_error(exc: OSError, doing: str) -> Exception:
+    """What the client gets for a failed file operation: 403 when this host may not
+    write there, 507 when the volume is full, else the error itself (a 500, logged)."""
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return ApiError(403, "forbidden", f"the API host may not {doing}: {exc.strerror}")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ApiError(507, "insufficient_storage", f"cannot {doing}: the volume is full")
-    raise exc
+    return exc
 
 
 def _entry_type(mode: int) -> str | None:
