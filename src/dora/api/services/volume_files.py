@@ -37,6 +37,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import ClientDisconnect
+
 from dora.api.context import ApiContext
 from dora.api.errors import ApiError, conflict, not_found
 from dora.api.identity import GLOBAL, Caller
@@ -305,6 +307,10 @@ class _Stopped(Exception):
     """The client went away: the producer thread stops."""
 
 
+class StreamAborted(Exception):
+    """Producing a streamed reply failed half-way (e.g. a disk read error)."""
+
+
 class _Emitter:
     """A write-only file object for `tarfile`: hands the bytes to `emit` in chunks."""
 
@@ -456,7 +462,7 @@ def stream_from_thread(
     reader stops (the client went away) or takes nothing for `stall_s`, the producer's
     next `emit` ends it, so the thread and what it holds open never outlive the reply."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
     room = threading.Semaphore(depth)
     stopped = threading.Event()
 
@@ -466,18 +472,24 @@ def stream_from_thread(
         loop.call_soon_threadsafe(queue.put_nowait, chunk)
 
     def run() -> None:
+        end: Exception | None = None
         try:
             produce(emit)
         except _Stopped:
             return
-        except Exception as exc:  # the archive is cut short; say why, once
+        except Exception as exc:
             log.warning("event=stream_failed what=%s error=%r", what, exc)
+            end = StreamAborted(f"{what} failed: {exc!r}")
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is reading
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+            loop.call_soon_threadsafe(queue.put_nowait, end)
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
             while (chunk := await queue.get()) is not None:
+                if isinstance(chunk, Exception):
+                    # Abort the reply (no final chunk): the client sees a broken
+                    # transfer, never a shorter archive that looks complete.
+                    raise chunk
                 room.release()
                 yield chunk
         finally:
@@ -745,15 +757,8 @@ async def write_chunk(
                 if len(batch) >= WRITE_BATCH:
                     position += await asyncio.to_thread(_pwrite, up.part, bytes(batch), position)
                     batch.clear()
-        except ApiError:
-            raise
-        except Exception as exc:  # the client went away: keep what arrived
-            log.info(
-                "event=upload_interrupted id=%s at=%d reason=%s",
-                upload,
-                position,
-                type(exc).__name__,
-            )
+        except ClientDisconnect:  # keep what arrived: the next try resumes from there
+            log.info("event=upload_interrupted id=%s at=%d", upload, position + len(batch))
         if batch:
             position += await asyncio.to_thread(_pwrite, up.part, bytes(batch), position)
         if position == up.size:
