@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dora.client import AsyncClient
 from tests.cli_fixtures import SERVER_ENV
 from tests.helpers import (
     ZONE,
@@ -456,3 +457,19 @@ def test_a_connection_dropped_mid_body_keeps_what_arrived(env: Env) -> None:
     )
     assert r.json()["complete"] is True
     assert (env.vol("data") / "dropped.bin").read_bytes() == data
+
+
+async def test_the_async_sdk_uploads_lists_and_downloads(env: Env, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "in").mkdir(parents=True)
+    (src / "in" / "x.txt").write_text("async")
+    token = env.alice.headers["authorization"].split()[1]
+    async with AsyncClient(env.api.url, token) as dora:
+        sent = await dora.upload(src, "data", "async-sdk")
+        assert (sent.files, sent.bytes) == (1, 5)
+        assert [e.name for e in await dora.ls("data", "/async-sdk/in")] == ["x.txt"]
+        listing = await dora.manifest("data", "async-sdk")
+        assert [f.path for f in listing.files] == ["in/x.txt"]
+        got = await dora.download("data", "async-sdk", tmp_path / "back")
+        assert got.files == 1
+    assert (tmp_path / "back" / "in" / "x.txt").read_text() == "async"

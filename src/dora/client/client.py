@@ -14,6 +14,7 @@ you trust, or ``verify="/path/ca.pem"``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import os
 import ssl
@@ -549,6 +550,58 @@ class AsyncClient:
         workspace: str | None = None,
     ) -> UploadOut:
         return await self.call(calls.upload_chunk(volume, upload_id, offset, data, zone, workspace))
+
+    async def upload(
+        self,
+        source: str | os.PathLike[str],
+        volume: str,
+        dest: str = "",
+        *,
+        chunk: int | None = None,
+        zone: str | None = None,
+        workspace: str | None = None,
+        progress: Progress | None = None,
+    ) -> UploadSummary:
+        """As `Client.upload` (file reads and requests run in a worker thread)."""
+        with self._blocking_twin() as twin:
+            return await asyncio.to_thread(
+                twin.upload,
+                source,
+                volume,
+                dest,
+                chunk=chunk,
+                zone=zone,
+                workspace=workspace,
+                progress=progress,
+            )
+
+    async def download(
+        self,
+        volume: str,
+        path: str,
+        dest: str | os.PathLike[str],
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        progress: Progress | None = None,
+    ) -> DownloadSummary:
+        """As `Client.download` (the extraction runs in a worker thread)."""
+        with self._blocking_twin() as twin:
+            return await asyncio.to_thread(
+                twin.download,
+                volume,
+                path,
+                dest,
+                zone=zone,
+                workspace=workspace,
+                progress=progress,
+            )
+
+    def _blocking_twin(self) -> Client:
+        """A blocking client to the same server, with the same token and TLS checks."""
+        twin = Client(self.server, verify=self._verify)
+        twin._http.headers.update(self._http.headers)
+        return twin
 
     def logs(
         self,
