@@ -13,6 +13,7 @@ import io
 import os
 import socket
 import tarfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -473,3 +474,19 @@ async def test_the_async_sdk_uploads_lists_and_downloads(env: Env, tmp_path: Pat
         got = await dora.download("data", "async-sdk", tmp_path / "back")
         assert got.files == 1
     assert (tmp_path / "back" / "in" / "x.txt").read_text() == "async"
+
+
+def test_abandoned_partial_uploads_are_swept(env: Env) -> None:
+    body = {"path": "abandoned.bin", "size": 10, "mtime": 1.0}
+    up = env.alice.post("/v1/volumes/data/uploads", json=body).json()
+    env.alice.patch(
+        f"/v1/volumes/data/uploads/{up['id']}", headers={"Upload-Offset": "0"}, content=b"12345"
+    )
+    hidden = env.vol("data") / ".dora-uploads"
+    part = hidden / f"{up['id']}.part"
+    eight_days_ago = time.time() - 8 * 86400
+    os.utime(part, (eight_days_ago, eight_days_ago))
+    os.utime(hidden / f"{up['id']}.json", (eight_days_ago, eight_days_ago))
+    upload(env.alice, "data", "fresh.txt", b"fresh")  # starting another upload sweeps
+    assert not part.exists()
+    assert env.alice.post("/v1/volumes/data/uploads", json=body).json()["offset"] == 0

@@ -234,3 +234,18 @@ def test_download_never_writes_outside_the_destination(world: World) -> None:
     assert sorted(p.name for p in got.iterdir()) == ["fine.txt", "inside"]
     assert (got / "inside").is_symlink() and os.readlink(got / "inside") == "fine.txt"
     assert sorted(p.name for p in dest.iterdir()) == ["got"]
+
+
+def test_workspace_option_picks_the_scope_checked(world: World) -> None:
+    src = world.local("ws")
+    (src / "w.txt").write_text("w")
+    world.cli.run("upload", str(src / "w.txt"), VOLUME, "ws", "-g", SEED_USER)
+    assert world.cli.run("ls", VOLUME, "ws", "-g", SEED_USER).lines == ["w.txt"]
+    for argv in (
+        ("ls", VOLUME),
+        ("upload", str(src / "w.txt"), VOLUME),
+        ("download", VOLUME, "/", str(world.tmp / "no")),
+        ("sync", str(src), VOLUME),
+    ):
+        r = world.cli.run(*argv, "-g", "someone-else", expect=1)
+        assert "may not" in r.err and "someone-else" in r.err, str(r)

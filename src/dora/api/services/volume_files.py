@@ -33,6 +33,7 @@ import re
 import stat
 import tarfile
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,8 @@ STALL_S = 300.0
 """A download whose reader takes nothing for this long is abandoned."""
 WRITE_BATCH = 1024 * 1024
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+STALE_UPLOAD_S = 7 * 86400.0
+"""Partial uploads untouched this long are removed (when the next upload starts)."""
 _OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -666,6 +669,7 @@ def _begin_sync(volume: VolumeDir, body: UploadCreate, max_file: int) -> UploadO
         raise
     up = _Upload(upload, parts, body.size, body.mtime, root, uploads, part)
     try:
+        _sweep(uploads, keep=upload)
         _lock(part)
         _write_meta(
             uploads, upload, {"path": "/".join(parts), "size": body.size, "mtime": body.mtime}
@@ -681,6 +685,18 @@ def _begin_sync(volume: VolumeDir, body: UploadCreate, max_file: int) -> UploadO
         raise _os_error(exc, "start the upload") from None
     finally:
         up.close()
+
+
+def _sweep(uploads: int, *, keep: str, now: float | None = None) -> None:
+    """Remove abandoned partial uploads (untouched for `STALE_UPLOAD_S`)."""
+    limit = (time.time() if now is None else now) - STALE_UPLOAD_S
+    with os.scandir(uploads) as entries:
+        for entry in entries:
+            if entry.name.startswith(keep):
+                continue
+            with contextlib.suppress(OSError):  # gone already, or a folder: leave it
+                if entry.stat(follow_symlinks=False).st_mtime < limit:
+                    os.unlink(entry.name, dir_fd=uploads)
 
 
 async def begin_upload(ctx: ApiContext, volume: VolumeDir, body: UploadCreate) -> UploadOut:
