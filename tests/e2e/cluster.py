@@ -104,6 +104,18 @@ def wait_for(
         time.sleep(interval)
 
 
+def table(text: str) -> tuple[list[str], list[list[str]]]:
+    """A `dora get` table: its header words, and each row cut at the header's column
+    starts (cells such as the CPU model hold spaces)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) >= 2 and set(lines[1]) == {"-"}, f"not a table:\n{text}"
+    header = lines[0].split()
+    starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
+    bounds = [*starts[1:], None]
+    rows = [[line[a:b].strip() for a, b in zip(starts, bounds, strict=True)] for line in lines[2:]]
+    return header, rows
+
+
 # ---------------------------------------------------------------------------- services
 
 

@@ -21,7 +21,6 @@ Differences from the guide, all forced by running it on one machine:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +34,7 @@ from tests.e2e.cluster import (
     cluster_context,
     running,
     session_containers,
+    table,
     wait_for,
 )
 
@@ -256,18 +256,6 @@ def cluster() -> Iterator[Cluster]:
     ensure_busybox_image(IMAGE)
     with cluster_context("dora-e2e-seed-") as c:
         yield c
-
-
-def table(text: str) -> tuple[list[str], list[list[str]]]:
-    """A `dora get` table: its header words, and each row cut at the header's column
-    starts (cells such as the CPU model hold spaces)."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    assert len(lines) >= 2 and set(lines[1]) == {"-"}, f"not a table:\n{text}"
-    header = lines[0].split()
-    starts = [m.start() for m in re.finditer(r"\S+", lines[0])]
-    bounds = [*starts[1:], None]
-    rows = [[line[a:b].strip() for a, b in zip(starts, bounds, strict=True)] for line in lines[2:]]
-    return header, rows
 
 
 def nodes_ready(cluster: Cluster) -> list[list[str]] | None:

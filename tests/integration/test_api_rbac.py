@@ -166,6 +166,10 @@ def _token_revoke(w: World, c: httpx.Client, n: str) -> httpx.Response:
     return c.delete(f"/v1/tokens/{victim.jti}")
 
 
+def _clone(w: World, c: httpx.Client, n: str) -> httpx.Response:
+    return c.post(f"/v1/workspaces/{TEAM_A}/clone", json={"name": n})
+
+
 def _use_volume(w: World, c: httpx.Client, n: str) -> httpx.Response:
     mounts = [{"name": "data", "target": "/data"}]
     return c.post("/v1/apply", json=workload_doc(n, workspace=TEAM_A, volumes=mounts))
@@ -286,6 +290,9 @@ CELLS = [
         "global",
         _with_doc(lambda n: doc("Workspace", n), _delete("workspace")),
     ),
+    # The guide's user role: clone your workspace, read your credits (in team-a).
+    Cell("Workspace", "Clone", WS, _clone, ok=201),
+    Cell("User", "Credits", WS, _get("/v1/users/me/credits")),
 ]
 PRINCIPALS = ("admin", "granted", "lacks-verb", "lacks-kind", "guide-role")
 
@@ -404,6 +411,8 @@ def test_the_matrix_covers_every_verb_the_api_implements() -> None:
         ("Token", "Revoke"),
         ("GPU", "Get"),
         ("CPU", "Get"),
+        ("Workspace", "Clone"),
+        ("User", "Credits"),
     ]:
         assert pair in covered
     for kind in ("User", "Role", "Zone", "Workspace"):

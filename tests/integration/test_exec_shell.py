@@ -18,7 +18,7 @@ import pytest
 
 from dora.client import AsyncClient, Client, Conflict, NotFound
 from dora.exec_protocol import STDIN, frame, resize_frame
-from tests.helpers import ZONE, create_container, wait_until
+from tests.helpers import ZONE, create_container, unique, wait_until
 from tests.integration.exec_fixtures import (
     TICKER,
     ExecEnv,
@@ -209,3 +209,12 @@ def test_shell_needs_a_running_container(env: ExecEnv) -> None:
             dora.exec(pending.name, ["true"], **SCOPE)
         with pytest.raises(Conflict, match="not placed"):
             list(dora.logs(pending.name, **SCOPE))
+
+
+def test_a_shell_command_never_reaches_the_api_log(env: ExecEnv, sleeper: str) -> None:
+    # The argv travels in the WebSocket URL, which uvicorn logs when the socket opens.
+    secret = unique("pw-s3cret")
+    done = env.dora(*scoped("shell", "c", sleeper, "--", "echo", f"PASSWORD={secret}"))
+    assert (done.returncode, done.stdout) == (0, f"PASSWORD={secret}\n".encode())
+    wait_until(lambda: "cmd=[arg]" in env.api.log_text(), within=10, what="the shell's log line")
+    assert secret not in env.api.log_text()

@@ -274,3 +274,55 @@ async def test_deposed_scheduler_cannot_write(store: Store) -> None:
         await old.pass_once()
         await old.renew()
     assert await containers(store, "late") == {}
+
+
+async def fail(store: Store, record: Record, at: float) -> None:
+    observed = {"state": "failed", "reason": "crash loop: exited 1", "finished_at": at}
+    await store.update(
+        record.key, Patch(observed=observed), expected_version=record.version, actor="n"
+    )
+
+
+async def test_a_crash_looping_replica_is_recreated_after_a_growing_backoff(
+    store: Store,
+) -> None:
+    clock = Clock()
+    await add_node(store, "node1", clock.now, gpus=1)
+    await add_workload(
+        store, "loop", config={"restartPolicy": "Always"}, selectors={"gpu": {"count": 1}}
+    )
+    scheduler = await leader(store, clock, sweep_s=0.001)
+    await settle(scheduler)
+    first = (await containers(store, "loop"))["loop.1"]
+    assert first.node == "node1" and first.computed["gpus"] == [0]
+    await fail(store, first, clock.now)
+    await settle(scheduler)
+    held = (await containers(store, "loop"))["loop.1"]
+    assert held.uid == first.uid and held.computed.get("released") is True  # GPU freed
+    workload = await store.get(Key("Workload", ZONE, WS, "loop"))
+    assert "starting again in 10 s" in workload.computed["message"]
+    assert any(e.reason == "BackOff" for e in await store.events(workload.key))
+
+    clock.now += 9.5
+    await report(store, "node1", clock.now)
+    await settle(scheduler)
+    assert (await containers(store, "loop"))["loop.1"].uid == first.uid  # still waiting
+
+    clock.now += 1
+    await report(store, "node1", clock.now)
+    await settle(scheduler)
+    second = (await containers(store, "loop"))["loop.1"]
+    assert second.uid != first.uid and second.node == "node1"
+    assert second.computed["recreations"] == 1 and second.computed["gpus"] == [0]
+
+    await fail(store, second, clock.now)  # fails again: now it waits 20 s
+    await settle(scheduler)
+    clock.now += 19
+    await report(store, "node1", clock.now)
+    await settle(scheduler)
+    assert (await containers(store, "loop"))["loop.1"].uid == second.uid
+    clock.now += 1.5
+    await report(store, "node1", clock.now)
+    await settle(scheduler)
+    third = (await containers(store, "loop"))["loop.1"]
+    assert third.uid != second.uid and third.computed["recreations"] == 2

@@ -49,6 +49,8 @@ def test_the_walk_finds_the_commands() -> None:
         "upload",
         "download",
         "sync",
+        "workspace clone",
+        "credits",
     }
     assert expected <= names
 

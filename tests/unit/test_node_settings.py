@@ -26,6 +26,20 @@ def test_minimal_environment_and_defaults() -> None:
     assert s.restart.crash_loop_limit == 5 and s.restart.fast_failure_s == 10.0
     assert s.insecure_api is False and s.api_ca is None and s.docker_host is None
     assert "tok-123" not in repr(s)
+    assert s.gpu_mode == "device-request"
+
+
+@pytest.mark.parametrize(
+    ("raw", "mode"),
+    [
+        ("device-request", "device-request"),
+        ("runtime-env", "runtime-env"),
+        (" Runtime-Env ", "runtime-env"),
+        ("", "device-request"),
+    ],
+)
+def test_gpu_mode(raw: str, mode: str) -> None:
+    assert NodeSettings.from_env(dict(BASE, DORA_GPU_MODE=raw)).gpu_mode == mode
 
 
 def test_every_setting() -> None:
@@ -71,6 +85,10 @@ def test_every_setting() -> None:
         (dict(BASE, DORA_API_CA="/nonexistent/ca.pem"), "not a readable file"),
         (dict(BASE, DORA_EXTRA_LABELS="dora.node=other"), "dora.\\* labels belong"),
         (dict(BASE, DORA_EXTRA_LABELS="novalue"), "not key=value"),
+        (
+            dict(BASE, DORA_GPU_MODE="nvidia"),
+            "DORA_GPU_MODE must be device-request or runtime-env \\(got 'nvidia'\\)",
+        ),
     ],
 )
 def test_clear_errors(env: dict[str, str], message: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from dora.node.docker import (
     container_config,
+    gpu_mode_warning,
     have_from_inspect,
     is_no_nvidia_error,
     nfs_volume_options,
@@ -258,6 +259,46 @@ def test_gpus_cpuset_memory() -> None:
     assert host["Memory"] == 64 * GIB
     assert host["ShmSize"] == 32 * GIB
     assert config["Env"][-1] == "NVIDIA_VISIBLE_DEVICES=2,3"
+
+
+def test_runtime_env_mode_hands_gpus_over_as_the_variable_only() -> None:
+    """For an engine whose default runtime is nvidia (nvidia-docker2): no
+    DeviceRequests (an engine without --gpus support refuses them), only the ids."""
+    a = with_computed(gpus=[2, 3], cpus=[8, 9, 10, 11], memory=64 * GIB)
+    config = config_of(a, gpu_mode="runtime-env")
+    host = config["HostConfig"]
+    assert "DeviceRequests" not in host
+    assert config["Env"][-1] == "NVIDIA_VISIBLE_DEVICES=2,3"
+    assert [e for e in config["Env"] if e.startswith("NVIDIA_")] == ["NVIDIA_VISIBLE_DEVICES=2,3"]
+    assert host["CpusetCpus"] == "8,9,10,11" and host["Memory"] == 64 * GIB
+    # Apart from the device request, the two modes build the same body.
+    default = config_of(a)
+    del default["HostConfig"]["DeviceRequests"]
+    assert config == default
+
+
+@pytest.mark.parametrize("mode", ["device-request", "runtime-env"])
+def test_containers_without_gpus_see_none_in_either_mode(mode: str) -> None:
+    config = config_of(with_spec(config={"env": {"NVIDIA_VISIBLE_DEVICES": "all"}}), gpu_mode=mode)
+    assert config["Env"][-1] == "NVIDIA_VISIBLE_DEVICES=void"
+    assert "DeviceRequests" not in config["HostConfig"]
+
+
+def test_gpu_mode_warning_only_for_runtime_env_without_a_default_nvidia_runtime() -> None:
+    runc = {"DefaultRuntime": "runc", "Runtimes": {"runc": {}, "io.containerd.runc.v2": {}}}
+    nvidia_known = {"DefaultRuntime": "runc", "Runtimes": {"runc": {}, "nvidia": {}}}
+    nvidia_default = {"DefaultRuntime": "nvidia", "Runtimes": {"runc": {}, "nvidia": {}}}
+    assert gpu_mode_warning("device-request", runc) is None
+    assert gpu_mode_warning("runtime-env", nvidia_default) is None
+    warning = gpu_mode_warning("runtime-env", runc)
+    assert warning is not None
+    assert warning.startswith(
+        "DORA_GPU_MODE=runtime-env but the engine's default runtime is 'runc' "
+        "(it has no nvidia runtime; runtimes: io.containerd.runc.v2, runc)"
+    )
+    assert '"default-runtime": "nvidia"' in warning and "DORA_GPU_MODE=device-request" in warning
+    known = gpu_mode_warning("runtime-env", nvidia_known)
+    assert known is not None and "(it knows an nvidia runtime; " in known
 
 
 def test_node_ports_follow_the_replica_index() -> None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from dora.scheduler import (
     ActionKind,
+    Backoff,
     ContainerState,
     ContainerView,
     Desired,
@@ -18,6 +19,7 @@ from dora.scheduler import (
     RestartPolicy,
     WorkloadView,
     reconcile,
+    recreations_after,
     replica_index,
     replica_name,
 )
@@ -415,3 +417,56 @@ def test_reconcile_converges(
         assert sorted(x.name for x in containers) == [f"train.{i}" for i in range(1, replicas + 1)]
     else:
         assert result.phase in (Phase.RUNNING, Phase.COMPLETED, Phase.FAILED)
+
+
+# ---------------------------------------------------------------- crash-loop backoff
+
+FAILED = ContainerState.FAILED
+
+
+def test_a_failed_container_releases_then_waits_before_it_is_recreated() -> None:
+    workload = wk(1, restart_policy=RestartPolicy.ALWAYS)
+    failed = c(1, FAILED, started_at=100.0, stopped_at=103.0)
+    early = reconcile(workload, [failed], now=104.0)
+    assert kinds(early) == [(ActionKind.RELEASE, "train.1")]
+    assert early.actions[0].reason is EventReason.BACK_OFF
+    assert early.phase is Phase.PENDING
+    assert "starting again in 9 s" in early.message and "restart 1" in early.message
+    released = dataclasses.replace(failed, node=None)
+    waiting = reconcile(workload, [released], now=112.9)
+    assert waiting.actions == () and waiting.phase is Phase.PENDING
+    assert kinds(reconcile(workload, [released], now=113.0)) == [(ActionKind.RECREATE, "train.1")]
+
+
+def test_the_backoff_doubles_with_each_recreation_up_to_the_cap() -> None:
+    backoff = Backoff(base_s=10.0, max_s=300.0)
+    assert [backoff.delay(n) for n in range(7)] == [10, 20, 40, 80, 160, 300, 300]
+    workload = wk(1, restart_policy=RestartPolicy.ON_FAILURE)
+    third = c(1, FAILED, node=None, started_at=0.0, stopped_at=1.0, recreations=2)
+    assert reconcile(workload, [third], now=40.9).actions == ()
+    assert kinds(reconcile(workload, [third], now=41.0)) == [(ActionKind.RECREATE, "train.1")]
+    assert recreations_after(third) == 3
+
+
+def test_a_long_run_before_the_failure_resets_the_backoff() -> None:
+    workload = wk(1, restart_policy=RestartPolicy.ALWAYS)
+    long_run = c(1, FAILED, node=None, started_at=0.0, stopped_at=3600.0, recreations=4)
+    assert kinds(reconcile(workload, [long_run], now=3600.0)) == [(ActionKind.RECREATE, "train.1")]
+    assert recreations_after(long_run) == 0
+
+
+def test_exits_and_deletions_are_not_backed_off() -> None:
+    workload = wk(2, restart_policy=RestartPolicy.ALWAYS)
+    records = [
+        c(1, EXITED, exit_code=1, stopped_at=10.0),
+        c(2, ContainerState.DELETED, stopped_at=10.0, recreations=3),
+    ]
+    result = reconcile(workload, records, now=10.0)
+    assert kinds(result) == [(ActionKind.RECREATE, "train.1"), (ActionKind.RECREATE, "train.2")]
+    assert recreations_after(records[1]) == 3
+
+
+def test_never_does_not_wait_for_a_failed_container() -> None:
+    result = reconcile(wk(1), [c(1, FAILED, stopped_at=10.0)], now=10.0)
+    assert kinds(result) == [(ActionKind.RELEASE, "train.1")]
+    assert result.phase is Phase.FAILED

@@ -4,6 +4,10 @@ The server itself never logs a token (it logs `dora.auth.fingerprint` instead), 
 client may put one where a log line repeats it: in a URL (``?access_token=…``, as the
 original's clients did) that uvicorn's access log prints, or in a path. Every handler
 of the server's loggers therefore masks anything shaped like a JWT.
+
+A shell's command travels in its WebSocket URL (``…/shell?cmd=env&cmd=PASSWORD=…``),
+and uvicorn logs that URL when the socket opens; a command line can hold a secret as
+easily as a token can, so the values of ``cmd`` are masked too.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from typing import Any
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 """A JWT: base64url of ``{"…`` (the header), payload and signature."""
 MASK = "[token]"
+_SHELL_ARG = re.compile(r"([?&]cmd=)[^&\s\"']*")
+"""One ``cmd`` value of a shell URL's query (up to the next parameter or the URL's end)."""
+ARG_MASK = "[arg]"
 _LOGGERS = ("", "uvicorn", "uvicorn.access", "uvicorn.error", "dora")
 
 
 def redact(text: str) -> str:
-    return _JWT.sub(MASK, text)
+    return _SHELL_ARG.sub(rf"\g<1>{ARG_MASK}", _JWT.sub(MASK, text))
 
 
 def _clean(value: Any) -> Any:
@@ -27,7 +34,7 @@ def _clean(value: Any) -> Any:
 
 
 class RedactTokens(logging.Filter):
-    """Mask JWT-shaped strings in a record's message and arguments."""
+    """Mask JWT-shaped strings and shell arguments in a record's message and arguments."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):

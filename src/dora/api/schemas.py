@@ -286,3 +286,42 @@ class UploadOut(Wire):
     offset: int
     """Bytes the server holds; send the rest from here."""
     complete: bool
+
+
+# ------------------------------------------------------------ workspace clone, credits
+
+
+class CloneIn(Wire):
+    name: str = Field(max_length=1000, examples=["experiment-2"])
+    """The new workspace is ``<source>.<name>``."""
+
+
+class GrantOut(Wire):
+    """One entry of ``User.spec.resources``."""
+
+    kind: str
+    zone: str
+    workspace: str
+    role: str
+
+
+class CloneOut(Wire):
+    workspace: str
+    """The new workspace, ``<source>.<name>``."""
+    source: str
+    grants: list[GrantOut]
+    """The grants added to the caller: copies of those they hold on `source`."""
+    message: str
+
+
+class CreditsOut(Wire):
+    user: str
+    zone: str
+    weekly_limit: float | None
+    """From ``User.spec.credits``; null: no budget in this zone (unlimited)."""
+    weekly_used: float
+    total_used: float
+    remaining: float | None
+    """Left this week (0 once spent); null when unlimited."""
+    updated_at: float | None = None
+    """When the credit checker last wrote; null when it never has."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from dora import __version__
+from dora.cli import account, files, profile, resources, server, tokens, up, validate
 from dora.cli import exec as exec_cli
-from dora.cli import files, profile, resources, server, tokens, up, validate
 from dora.cli.common import ProfileOpt, client_for, error_line
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ server.register(app)
 up.register(app)
 exec_cli.register(app)
 files.register(app)
+account.register(app)
 
 
 @app.command("version")

@@ -113,7 +113,10 @@ def api_cmd(
         "Environment: ZONE (required), CONTACT_POINTS and DB_NAME (or DORA_DATA_DIR and "
         "DB_NAME for the embedded SQLite file), DORA_NODE_LOST_GRACE_S (default 60: a "
         "node NOT_READY that long has its containers re-placed), DORA_LEASE_TTL_S "
-        "(default 10). Start two for failover: one leads, the other waits.\n\n"
+        "(default 10), DORA_RECREATE_BACKOFF_S / DORA_RECREATE_BACKOFF_MAX_S (default "
+        "10 / 300: a replica its node gave up on, a crash loop, is placed again after "
+        "10 s, 20 s, 40 s … at most 300 s). Start two for failover: one leads, the other "
+        "waits.\n\n"
         "Example:\n\n"
         "  ZONE=dora-cluster-1 DB_NAME=dora-db-1 dora server scheduler"
     ),

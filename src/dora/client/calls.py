@@ -14,6 +14,9 @@ from dora.api.schemas import (
     ApplyBatchOut,
     ApplyResult,
     Assignments,
+    CloneIn,
+    CloneOut,
+    CreditsOut,
     DeleteResult,
     EventList,
     FileList,
@@ -198,3 +201,12 @@ def upload_chunk(
         content=data,
         timeout=600,
     )
+
+
+def clone_workspace(source: str, name: str, zone: str | None) -> Call[CloneOut]:
+    body = CloneIn(name=name).model_dump()
+    return Call("POST", f"/v1/workspaces/{source}/clone", CloneOut, _scope(zone, None), body)
+
+
+def credits(zone: str | None, user: str | None) -> Call[CreditsOut]:
+    return Call("GET", "/v1/users/me/credits", CreditsOut, _scope(zone, None, user=user))

@@ -30,6 +30,8 @@ from dora.api.schemas import (
     ApplyBatchOut,
     ApplyResult,
     Assignments,
+    CloneOut,
+    CreditsOut,
     DeleteResult,
     EventOut,
     FileEntry,
@@ -329,6 +331,17 @@ class Client:
             self, volume, path, os.fspath(dest), zone=zone, workspace=workspace, progress=progress
         )
 
+    def clone_workspace(
+        self, name: str, *, source: str | None = None, zone: str | None = None
+    ) -> CloneOut:
+        """New workspace ``<source>.<name>`` (source: your default workspace) with
+        copies of your grants on the source."""
+        return self.call(calls.clone_workspace(source or self.whoami().workspace, name, zone))
+
+    def credits(self, *, zone: str | None = None, user: str | None = None) -> CreditsOut:
+        """Your weekly budget and spending in `zone` (another `user`'s: admins)."""
+        return self.call(calls.credits(zone, user))
+
     def logs(
         self,
         name: str,
@@ -602,6 +615,18 @@ class AsyncClient:
         twin = Client(self.server, verify=self._verify)
         twin._http.headers.update(self._http.headers)
         return twin
+
+    async def clone_workspace(
+        self, name: str, *, source: str | None = None, zone: str | None = None
+    ) -> CloneOut:
+        """New workspace ``<source>.<name>`` (source: your default workspace) with
+        copies of your grants on the source."""
+        source = source or (await self.whoami()).workspace
+        return await self.call(calls.clone_workspace(source, name, zone))
+
+    async def credits(self, *, zone: str | None = None, user: str | None = None) -> CreditsOut:
+        """Your weekly budget and spending in `zone` (another `user`'s: admins)."""
+        return await self.call(calls.credits(zone, user))
 
     def logs(
         self,

@@ -46,7 +46,7 @@ import aiodocker
 
 from dora.api.schemas import ContainerReport, NodeReport
 from dora.node.client import ApiClient, ApiError, Backoff, ssl_verify
-from dora.node.docker import DockerDriver, DriverError, have_from_inspect
+from dora.node.docker import DockerDriver, DriverError, gpu_mode_warning, have_from_inspect
 from dora.node.probe import Probe
 from dora.node.reconcile import (
     Action,
@@ -527,11 +527,12 @@ class Agent:
         """Run every loop until cancelled (``extra``: more services, e.g. the :3001
         server, run in the same task group)."""
         log.info(
-            "event=agent_start node=%s zone=%s agent=%s api=%s",
+            "event=agent_start node=%s zone=%s agent=%s api=%s gpu_mode=%s",
             self.settings.node_name,
             self.zone,
             self.api.agent_id,
             self.settings.api_endpoint,
+            self.settings.gpu_mode,
         )
         try:
             async with asyncio.TaskGroup() as group:
@@ -579,10 +580,14 @@ async def serve(
         pull_timeout_s=settings.pull_timeout_s,
         nfs_options=settings.nfs_options,
         init=settings.container_init,
+        gpu_mode=settings.gpu_mode,
     )
     api: ApiClient | None = None
     try:
         info = await _retry("docker_info", driver.info, settings.api_backoff_max_s)
+        warning = gpu_mode_warning(settings.gpu_mode, info)
+        if warning:
+            log.warning("event=gpu_mode_mismatch %s", warning)
         identity = agent_id(settings.node_name, str(info.get("ID") or ""))
         api = ApiClient(
             settings.api_endpoint,

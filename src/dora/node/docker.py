@@ -14,10 +14,15 @@ Containers
     ``sh -c …`` job stops within the grace period instead of being SIGKILLed.
 
 Resources (from ``computed``, see `dora.node.spec`)
-    GPUs → ``DeviceRequests [{Driver: nvidia, DeviceIDs: ["0", …], Capabilities:
-    [["gpu"]]}]`` and ``NVIDIA_VISIBLE_DEVICES=<ids>``; a container without GPUs gets
-    ``NVIDIA_VISIBLE_DEVICES=void`` so a CUDA image (which sets ``=all``) sees no GPU
-    even where nvidia is the engine's default runtime. Whole CPUs → ``CpusetCpus``;
+    GPUs, by ``DORA_GPU_MODE``: ``device-request`` (default) → ``DeviceRequests
+    [{Driver: nvidia, DeviceIDs: ["0", …], Capabilities: [["gpu"]]}]`` (what
+    ``docker run --gpus '"device=0,1"'`` sends; nvidia-container-toolkit) and
+    ``NVIDIA_VISIBLE_DEVICES=<ids>``; ``runtime-env`` → only
+    ``NVIDIA_VISIBLE_DEVICES=<ids>``, which the ``nvidia`` runtime reads when it is the
+    engine's default (nvidia-docker2; `gpu_mode_warning` says at start when it is not).
+    Either way a container without GPUs gets ``NVIDIA_VISIBLE_DEVICES=void`` so a CUDA
+    image (which sets ``=all``) sees no GPU even where nvidia is the engine's default
+    runtime. Whole CPUs → ``CpusetCpus``;
     millicores → ``NanoCpus = m × 10⁶``; ``memory`` → ``Memory``; ``ShmSize`` from
     ``computed.shm_size``, the spec's ``shmSize``, or `dora.node.spec.default_shm_size`.
 
@@ -62,6 +67,7 @@ import aiodocker
 import aiohttp
 
 from dora.node.reconcile import Have, Key
+from dora.node.settings import GpuMode
 from dora.node.spec import RunSpec, VolumeSpec
 
 log = logging.getLogger("dora.node.docker")
@@ -163,6 +169,7 @@ def container_config(
     port_bind_ip: str = "",
     stop_grace_s: int = 10,
     init: bool = True,
+    gpu_mode: GpuMode = "device-request",
 ) -> dict[str, Any]:
     """The ``POST /containers/create`` body for `run` (pure; see the module doc)."""
     env = list(run.env)
@@ -184,9 +191,10 @@ def container_config(
     }
     if run.gpus:
         ids = [str(g) for g in run.gpus]
-        host["DeviceRequests"] = [
-            {"Driver": "nvidia", "Count": 0, "DeviceIDs": ids, "Capabilities": [["gpu"]]}
-        ]
+        if gpu_mode == "device-request":
+            host["DeviceRequests"] = [
+                {"Driver": "nvidia", "Count": 0, "DeviceIDs": ids, "Capabilities": [["gpu"]]}
+            ]
         env.append(f"NVIDIA_VISIBLE_DEVICES={','.join(ids)}")
     else:
         env.append("NVIDIA_VISIBLE_DEVICES=void")
@@ -269,6 +277,26 @@ def have_from_inspect(data: Mapping[str, Any]) -> Have | None:
     )
 
 
+def gpu_mode_warning(mode: GpuMode, info: Mapping[str, Any]) -> str | None:
+    """What to tell the admin at start about `mode` on an engine with this ``/info``;
+    None when nothing is wrong. ``runtime-env`` only works where ``nvidia`` is the
+    default runtime (else the GPU ids are an ignored variable and the containers run
+    without GPUs); the agent warns and runs anyway."""
+    if mode != "runtime-env":
+        return None
+    default = str(info.get("DefaultRuntime") or "")
+    if default == "nvidia":
+        return None
+    runtimes = sorted((info.get("Runtimes") or {}).keys())
+    known = "it knows an nvidia runtime" if "nvidia" in runtimes else "it has no nvidia runtime"
+    return (
+        f"DORA_GPU_MODE=runtime-env but the engine's default runtime is {default or '?'!r} "
+        f"({known}; runtimes: {', '.join(runtimes) or 'none'}): GPU containers will start "
+        'without their GPUs. Set "default-runtime": "nvidia" in /etc/docker/daemon.json, '
+        "or use DORA_GPU_MODE=device-request with nvidia-container-toolkit"
+    )
+
+
 def is_no_nvidia_error(message: str) -> bool:
     text = message.lower()
     return "could not select device driver" in text or (
@@ -304,6 +332,7 @@ class DockerDriver:
         pull_timeout_s: float = 1800.0,
         nfs_options: str = DEFAULT_NFS_OPTIONS,
         init: bool = True,
+        gpu_mode: GpuMode = "device-request",
     ) -> None:
         self.docker = docker
         """The raw aiodocker client (exec, logs and stats for the :3001 server)."""
@@ -315,6 +344,7 @@ class DockerDriver:
         self.pull_timeout_s = pull_timeout_s
         self.nfs_options = nfs_options
         self.init = init
+        self.gpu_mode: GpuMode = gpu_mode
         self._inspect_cache: dict[str, tuple[str, str, Have | None]] = {}
 
     @classmethod
@@ -504,6 +534,7 @@ class DockerDriver:
             port_bind_ip=self.port_bind_ip,
             stop_grace_s=self.stop_grace_s,
             init=self.init,
+            gpu_mode=self.gpu_mode,
         )
 
     async def create(self, run: RunSpec, on_state: StateCallback | None = None) -> str:

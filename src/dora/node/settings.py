@@ -34,6 +34,12 @@ variable                       meaning
                                with ``DORA_NODE_TLS_KEY``. Default: a self-signed one made
                                at each start (the API pins the fingerprint the agent reports)
 ``DORA_EXEC_BIND``             address the exec/logs server listens on (default: all)
+``DORA_GPU_MODE``              how a container gets its GPUs: ``device-request`` (default:
+                               Docker ``DeviceRequests`` for the bound GPU ids, as
+                               ``docker run --gpus``; needs nvidia-container-toolkit) or
+                               ``runtime-env`` (only ``NVIDIA_VISIBLE_DEVICES=<ids>``, read
+                               by the ``nvidia`` runtime; for engines whose default runtime
+                               is ``nvidia``, the classic nvidia-docker2 setup)
 =============================  ===============================================================
 """
 
@@ -42,11 +48,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from dora.node.reconcile import RestartRules
 
 DEFAULT_PORT = 3001
+
+GpuMode = Literal["device-request", "runtime-env"]
+"""How GPUs are handed to containers (``DORA_GPU_MODE``; see `dora.node.docker`)."""
+GPU_MODES: tuple[GpuMode, ...] = get_args(GpuMode)
 
 
 class NodeSettingsError(ValueError):
@@ -92,6 +103,21 @@ def parse_labels(text: str) -> dict[str, str]:
     return labels
 
 
+def parse_gpu_mode(raw: str | None) -> GpuMode:
+    """``DORA_GPU_MODE`` → a `GpuMode`; unset or empty → ``device-request``."""
+    text = (raw or "").strip().lower()
+    if not text:
+        return "device-request"
+    if text not in GPU_MODES:
+        raise NodeSettingsError(
+            f"DORA_GPU_MODE must be {' or '.join(GPU_MODES)} (got {raw!r}): device-request "
+            "hands GPUs over as Docker DeviceRequests (nvidia-container-toolkit, like "
+            "`docker run --gpus`), runtime-env only sets NVIDIA_VISIBLE_DEVICES (engines "
+            "whose default runtime is nvidia)"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class NodeSettings:
     api_endpoint: str
@@ -115,6 +141,7 @@ class NodeSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     exec_bind: str = ""
+    gpu_mode: GpuMode = "device-request"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> NodeSettings:
@@ -184,4 +211,5 @@ class NodeSettings:
             tls_cert=tls_cert,
             tls_key=tls_key,
             exec_bind=(env.get("DORA_EXEC_BIND") or "").strip(),
+            gpu_mode=parse_gpu_mode(env.get("DORA_GPU_MODE")),
         )

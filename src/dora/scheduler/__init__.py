@@ -29,6 +29,7 @@ from dora.scheduler.placement import (
 from dora.scheduler.reconcile import (
     Action,
     ActionKind,
+    Backoff,
     ContainerState,
     ContainerView,
     Desired,
@@ -38,6 +39,7 @@ from dora.scheduler.reconcile import (
     RestartPolicy,
     WorkloadView,
     reconcile,
+    recreations_after,
     replica_index,
     replica_name,
 )
@@ -60,6 +62,7 @@ __all__ = [
     "Action",
     "ActionKind",
     "Affinity",
+    "Backoff",
     "Booking",
     "ClusterState",
     "ContainerId",
@@ -96,6 +99,7 @@ __all__ = [
     "place_many",
     "queue_order",
     "reconcile",
+    "recreations_after",
     "replica_index",
     "replica_name",
     "schedule_pass",

@@ -16,6 +16,7 @@ contract, see ``dora.node``)::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from dora.model import duration_seconds
@@ -138,11 +139,13 @@ def container_view(record: Record) -> ContainerView:
     observed = record.observed or {}
     computed = record.computed or {}
     started = observed.get("started_at")
+    finished = observed.get("finished_at")
     exit_code = observed.get("exit_code")
+    recreations = computed.get("recreations")
     state = ContainerState.parse(observed.get("state"))
     if computed.get("lost"):
         state = ContainerState.FAILED
-    return ContainerView(
+    view = ContainerView(
         name=record.key.name,
         spec_hash=record.spec_hash,
         desired=Desired(record.desired),
@@ -150,7 +153,13 @@ def container_view(record: Record) -> ContainerView:
         exit_code=int(exit_code) if isinstance(exit_code, int) else None,
         node=None if computed.get("released") else record.node or None,
         started_at=float(started) if isinstance(started, int | float) else None,
+        recreations=recreations if isinstance(recreations, int) and recreations > 0 else 0,
     )
+    if not view.stopped:
+        return view
+    # A failed start has no finish time: the report that said so is when it stopped.
+    stopped_at = float(finished) if isinstance(finished, int | float) else record.updated_at
+    return replace(view, stopped_at=stopped_at)
 
 
 def booking_of(container: Record) -> Booking | None:

@@ -41,7 +41,14 @@ from typing import Any
 
 from dora.scheduler import adapter
 from dora.scheduler.placement import ClusterState, place_many
-from dora.scheduler.reconcile import Action, ActionKind, Phase, reconcile
+from dora.scheduler.reconcile import (
+    Action,
+    ActionKind,
+    Backoff,
+    Phase,
+    reconcile,
+    recreations_after,
+)
 from dora.scheduler.snapshot import Name, Snapshot
 from dora.scheduler.types import Booking, GangRequest
 from dora.store import (
@@ -81,6 +88,8 @@ class SchedulerSettings:
     sweep_s: float = 5.0
     resync_s: float = 300.0
     seed: int | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    """Crash-loop backoff before a ``failed`` container is recreated."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SchedulerSettings:
@@ -107,6 +116,10 @@ class SchedulerSettings:
             ready_s=number("DORA_NODE_READY_S", 20.0),
             node_lost_grace_s=number("DORA_NODE_LOST_GRACE_S", 60.0),
             tick_s=number("DORA_SCHEDULER_TICK_S", 1.0),
+            backoff=Backoff(
+                base_s=number("DORA_RECREATE_BACKOFF_S", 10.0),
+                max_s=number("DORA_RECREATE_BACKOFF_MAX_S", 300.0),
+            ),
             seed=int(seed) if seed and seed.lstrip("-").isdigit() else None,
         )
 
@@ -327,10 +340,14 @@ class Scheduler:
     ) -> int:
         name = (workload.key.workspace, workload.key.name)
         containers = {c.key.name: c for c in self.snapshot.containers_of(name)}
-        views = [adapter.container_view(c) for c in containers.values()]
-        result = reconcile(adapter.workload_view(workload), views, now, lost)
+        views = {n: adapter.container_view(c) for n, c in containers.items()}
+        result = reconcile(
+            adapter.workload_view(workload), views.values(), now, lost, self.settings.backoff
+        )
         for action in result.actions:
-            group = self._action(workload, containers.get(action.container), action)
+            view = views.get(action.container)
+            recreations = recreations_after(view, self.settings.backoff) if view else 0
+            group = self._action(workload, containers.get(action.container), action, recreations)
             if group is not None:
                 groups.append(group)
         if result.remove_workload:
@@ -341,17 +358,18 @@ class Scheduler:
         phases[name] = (result.phase, result.message, result.started_at)
         return len(result.actions)
 
-    def _action(self, workload: Record, container: Record | None, action: Action) -> Group | None:
-        """The writes of one reconcile action, with its event."""
+    def _action(
+        self, workload: Record, container: Record | None, action: Action, recreations: int = 0
+    ) -> Group | None:
+        """The writes of one reconcile action, with its event (`recreations`: what a
+        recreated copy carries, for the crash-loop backoff)."""
         owner = (workload.key.workspace, workload.key.name)
         key = Key("Container", workload.key.zone, workload.key.workspace, action.container)
         event = Event(workload.key, action.reason.value, action.message, ACTOR, self.clock())
-        new = Write(
-            key,
-            new=NewRecord(
-                key=key, spec=workload.spec, owner=workload.owner, parent=workload.key.name
-            ),
+        record = NewRecord(
+            key=key, spec=workload.spec, owner=workload.owner, parent=workload.key.name
         )
+        new = Write(key, new=record)
         kind = action.kind
         if kind is ActionKind.CREATE:
             return Group(owner, [new], [event], create=action.container)
@@ -369,6 +387,8 @@ class Scheduler:
         elif kind is ActionKind.RECREATE:
             # A new record (new uid) in the same transaction: the old copy's node sees
             # its assignment gone and removes it; the new one is placed afresh.
+            if recreations:
+                new = Write(key, new=replace(record, computed={"recreations": recreations}))
             writes = [Write(key, delete=True, expected_version=version), new]
         else:  # MARK_FAILED
             patch = Patch(computed={**computed, "released": True, "lost": action.message})
@@ -484,6 +504,9 @@ class Scheduler:
                 spec, workspace, self.snapshot.volumes, self.snapshot.storages
             )
             computed = adapter.computed_of(booking, spec, workload, name, volumes)
+            earlier = new.computed if new is not None else container.computed if container else None
+            if earlier and earlier.get("recreations"):
+                computed["recreations"] = earlier["recreations"]
             if new is not None and created is not None:
                 bound = replace(new, node=booking.node, computed=computed)
                 writes.append(Write(new.key, new=bound))

@@ -873,9 +873,10 @@ class Reservation:
     def note(self, now: float) -> str:
         """The sentence added to the head's explanation."""
         if self.start_at is None:
+            held = len(self.nodes)
             return (
                 f"next in line: start unknown (waits on workloads without maxRunTime); "
-                f"{len(self.nodes)} nodes held from workloads without maxRunTime"
+                f"{held} node{'' if held == 1 else 's'} held from workloads without maxRunTime"
             )
         wait = max(0.0, self.start_at - now)
         return f"next in line: expected to start in {wait:.0f}s on {', '.join(self.nodes)}"

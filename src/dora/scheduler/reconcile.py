@@ -20,6 +20,13 @@ Rules, in the order they apply to each container
     3. **Stopped** (exited / failed / deleted) — ``Always``: recreate; ``OnFailure``:
        recreate unless it exited 0; otherwise **release** its GPUs/CPUs at once while
        the record stays for the workload's phase and logs.
+    4. **Crash-loop backoff** — a ``failed`` container (the agent gave up: a crash
+       loop, or a start that cannot succeed on that node) is not recreated at once,
+       or it would crash-loop again elsewhere, round the whole cluster. It releases
+       its booking, then waits ``Backoff.delay(recreations)`` from when it stopped
+       (10 s, 20 s, 40 s … capped at 5 min by default) and is then recreated with
+       ``recreations + 1``. A run that lasted longer than the cap resets the count.
+       The workload stays ``Pending`` with the wait in its message.
 
 Creating
     Missing indices in ``1..replicas`` are created together (lowest first), so the
@@ -55,6 +62,7 @@ from enum import StrEnum
 __all__ = [
     "Action",
     "ActionKind",
+    "Backoff",
     "ContainerState",
     "ContainerView",
     "Desired",
@@ -64,6 +72,7 @@ __all__ = [
     "RestartPolicy",
     "WorkloadView",
     "reconcile",
+    "recreations_after",
     "replica_index",
     "replica_name",
 ]
@@ -157,6 +166,7 @@ class EventReason(StrEnum):
     COMPLETED = "Completed"
     FAILED = "Failed"
     RESTARTED = "Restarted"
+    BACK_OFF = "BackOff"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +184,18 @@ class WorkloadView:
 
 
 @dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long a ``failed`` container waits before it is recreated (rule 4)."""
+
+    base_s: float = 10.0
+    max_s: float = 300.0
+
+    def delay(self, recreations: int) -> float:
+        """``base_s`` × 2^recreations, at most ``max_s``."""
+        return min(self.max_s, self.base_s * 2.0 ** min(recreations, 32))
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerView:
     """One container record: ``node`` is where its booking is (None = none held)."""
 
@@ -184,6 +206,10 @@ class ContainerView:
     exit_code: int | None = None
     node: str | None = None
     started_at: float | None = None
+    stopped_at: float | None = None
+    """When it stopped (the agent's ``finished_at``, else when that was reported)."""
+    recreations: int = 0
+    """How often the scheduler recreated this replica after a failure."""
 
     @property
     def stopped(self) -> bool:
@@ -239,6 +265,7 @@ def reconcile(
     containers: Iterable[ContainerView],
     now: float,
     lost_nodes: frozenset[str] = frozenset(),
+    backoff: Backoff = Backoff(),
 ) -> ReconcileResult:
     """Decide the actions and phase for one workload (see the module docstring)."""
     records = sorted(containers, key=lambda c: _sort_key(workload.name, c.name))
@@ -260,14 +287,18 @@ def reconcile(
         and started_at is not None
         and now - started_at >= workload.max_run_time_s
     )
+    waits: list[str] = []
     actions = [
         action
         for record in records
-        if (action := _decide(workload, record, overtime, lost_nodes)) is not None
+        if (action := _decide(workload, record, overtime, lost_nodes, now, backoff, waits))
+        is not None
     ]
     actions.sort(key=lambda a: _action_order(workload.name, a))
     actions.extend(_creates(workload, records, overtime, outcome))
     phase, message = _phase(workload, records, actions, outcome, overtime)
+    if waits and phase in (Phase.PENDING, Phase.RUNNING):
+        phase, message = Phase.PENDING, f"{message}; {'; '.join(waits)}"
     return ReconcileResult(
         phase=phase,
         actions=tuple(actions),
@@ -345,8 +376,11 @@ def _decide(
     record: ContainerView,
     overtime: bool,
     lost_nodes: frozenset[str],
+    now: float,
+    backoff: Backoff,
+    waits: list[str],
 ) -> Action | None:
-    """At most one action for one container."""
+    """At most one action for one container (a crash-loop wait is noted in `waits`)."""
     name = record.name
     lost = _lost(record, lost_nodes)
     stop = _stop_reason(workload, record, overtime)
@@ -378,6 +412,21 @@ def _decide(
     if policy is RestartPolicy.ALWAYS or (
         policy is RestartPolicy.ON_FAILURE and not record.succeeded
     ):
+        ready_at = _recreate_at(record, backoff)
+        if ready_at is not None and now < ready_at:
+            waits.append(
+                f"{name} failed: starting again in {ready_at - now:.0f} s "
+                f"(crash-loop backoff, restart {record.recreations + 1})"
+            )
+            if record.node is None:
+                return None
+            return Action(
+                ActionKind.RELEASE,
+                name,
+                EventReason.BACK_OFF,
+                f"{_ended(record)}: GPUs/CPUs released; restart {record.recreations + 1} "
+                f"in {backoff.delay(record.recreations):g} s (crash-loop backoff)",
+            )
         return Action(
             ActionKind.RECREATE,
             name,
@@ -388,6 +437,29 @@ def _decide(
         return None
     reason = EventReason.COMPLETED if record.succeeded else EventReason.FAILED
     return Action(ActionKind.RELEASE, name, reason, f"{_ended(record)}: GPUs/CPUs released")
+
+
+def _ran_long(record: ContainerView, backoff: Backoff) -> bool:
+    """It ran longer than the backoff cap before it stopped: no crash loop."""
+    if record.started_at is None or record.stopped_at is None:
+        return False
+    return record.stopped_at - record.started_at >= backoff.max_s
+
+
+def _recreate_at(record: ContainerView, backoff: Backoff) -> float | None:
+    """When a ``failed`` container may be recreated (None: at once)."""
+    if record.state is not ContainerState.FAILED or record.stopped_at is None:
+        return None
+    if _ran_long(record, backoff):
+        return None
+    return record.stopped_at + backoff.delay(record.recreations)
+
+
+def recreations_after(record: ContainerView, backoff: Backoff = Backoff()) -> int:
+    """The ``recreations`` count the recreated copy of `record` carries."""
+    if record.state is not ContainerState.FAILED:
+        return record.recreations
+    return 0 if _ran_long(record, backoff) else record.recreations + 1
 
 
 def _ended(record: ContainerView) -> str:

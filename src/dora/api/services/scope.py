@@ -92,3 +92,12 @@ def resolve_scope(
     if zone == ALL_ZONES:
         raise invalid("zone All names every zone; name one zone here", field="zone")
     return Scope(zone, workspace)
+
+
+def resolve_zone(caller: Caller, server_zone: str, query_zone: str | None) -> str:
+    """The one zone a request that names no document acts in: the query's, else the
+    caller's default, else the server's (``All`` is refused)."""
+    zone = query_zone or caller.user.default_zone or server_zone
+    if zone == ALL_ZONES:
+        raise invalid("zone All names every zone; name one zone here", field="zone")
+    return zone
