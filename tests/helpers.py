@@ -244,14 +244,19 @@ def assert_no_token_in_log(api: ApiProcess) -> None:
 
 
 def server_fixture(
-    *, scope: str = "module", env: Mapping[str, str] | None = None, name: str = "api"
+    *,
+    scope: str = "module",
+    env: Mapping[str, str] | Callable[[pytest.TempPathFactory], Mapping[str, str]] | None = None,
+    name: str = "api",
 ) -> Any:
     """A pytest fixture yielding a started, ready `ApiProcess` (a fresh SQLite
-    database each time it is set up); after stopping it, checks its log holds no token."""
+    database each time it is set up); after stopping it, checks its log holds no token.
+    `env` may be a function of pytest's `tmp_path_factory` (for folders it names)."""
 
     @pytest.fixture(scope=scope)  # type: ignore[call-overload]
     def _server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
-        with ApiProcess(tmp_path_factory.mktemp(name), env=env, name=name) as api:
+        chosen = env(tmp_path_factory) if callable(env) else env
+        with ApiProcess(tmp_path_factory.mktemp(name), env=chosen, name=name) as api:
             api.wait_ready()
             yield api
         assert_no_token_in_log(api)
@@ -361,6 +366,17 @@ def volume_doc(
     name: str, *, workspace: str | None = None, storage: str = "dora.storage.01"
 ) -> dict[str, Any]:
     return doc("Volume", name, {"storage": storage}, zone=ZONE, workspace=workspace)
+
+
+def local_storage_doc(name: str, mountpath: Path | str) -> dict[str, Any]:
+    """A ``kind: Local`` Storage: its volumes are ``<mountpath>/<workspace>/<volume>``."""
+    return doc("Storage", name, {"kind": "Local", "mountpath": str(mountpath)}, zone=ZONE)
+
+
+def storage_mounts_env(tmp: pytest.TempPathFactory, storage: str = "dora.storage.01") -> dict:
+    """``DORA_STORAGE_MOUNTS`` naming a plain folder as where the NFS `storage`'s export
+    is mounted on the API host (so file operations on its volumes work in tests)."""
+    return {"DORA_STORAGE_MOUNTS": f"{storage}={tmp.mktemp('nfs-export')}"}
 
 
 def node_doc(name: str, *, zone: str = ZONE, allow: Sequence[str] = ("CPUWorkload",)) -> dict:

@@ -30,6 +30,7 @@ from typing import Any
 from dora.api.bootstrap import ADMIN, token_record
 from dora.api.settings import ApiSettings
 from dora.auth import issue_token
+from dora.node.settings import GpuMode
 from dora.store import AlreadyExists, Key, NewRecord, NotFound, Store
 
 LOCAL_ZONE = "local"
@@ -53,6 +54,8 @@ class UpSettings:
     """Where this machine's agent serves exec and logs (HTTPS, for the API only)."""
     sample: bool = False
     profile: str = "local"
+    gpu_mode: GpuMode = "device-request"
+    """How this machine's GPUs reach containers (``DORA_GPU_MODE``, `dora.node.settings`)."""
 
 
 def local_node_name() -> str:
@@ -281,7 +284,12 @@ async def up(settings: UpSettings, say: Callable[[str], None], stop: asyncio.Eve
     )
     announced: list[str] = []
     api_settings = ApiSettings(
-        zone=settings.zone, secret=secret, init_db=True, host=settings.host, port=settings.port
+        zone=settings.zone,
+        secret=secret,
+        init_db=True,
+        host=settings.host,
+        port=settings.port,
+        data_dir=data_dir,
     )
     app = create_app(api_settings, store, announce=announced.append, close_store=False)
     server = StoppableServer(
@@ -314,6 +322,7 @@ async def up(settings: UpSettings, say: Callable[[str], None], stop: asyncio.Eve
             port=settings.node_port,
             exec_bind="127.0.0.1",
             report_interval_s=2.0,
+            gpu_mode=settings.gpu_mode,
         )
         tasks.append(asyncio.create_task(serve(node), name="agent"))
         say(

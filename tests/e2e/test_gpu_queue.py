@@ -63,11 +63,13 @@ def recorded_gpus() -> list[dict[str, str]]:
     ]
 
 
-def gpu_workload(name: str, gpus: int) -> dict[str, Any]:
+def gpu_workload(
+    name: str, gpus: int, *, cmd: str = "sleep 3600", restart: str = "Never"
+) -> dict[str, Any]:
     spec = {
         "selectors": {"gpu": {"product_name": V100, "count": gpus}},
         "image": {"image": IMAGE, "pullPolicy": "Never"},
-        "config": {"cmd": "sleep 3600", "restartPolicy": "Never"},
+        "config": {"cmd": cmd, "restartPolicy": restart},
     }
     metadata = {"name": name, "zone": ZONE, "workspace": WS}
     return {"apiVersion": "v1", "kind": "Workload", "metadata": metadata, "spec": spec}
@@ -150,7 +152,7 @@ def gc() -> Iterator[GpuCluster]:
         smi = c.paths.root / "nvidia-smi"
         smi.write_text(f"#!/bin/sh\nexec cat '{RECORDING}'\n")
         smi.chmod(0o755)
-        c.scheduler("scheduler").start()
+        c.scheduler("scheduler", DORA_RECREATE_BACKOFF_S="1").start()
         agent = c.agent(
             "agent",
             api,
@@ -159,6 +161,8 @@ def gc() -> Iterator[GpuCluster]:
             NVIDIA_SMI_PATH=str(smi),
             DORA_GPU_MODE="runtime-env",
             DORA_REPORT_INTERVAL_S="0.5",
+            DORA_CRASH_LOOP_LIMIT="2",
+            DORA_RESTART_BACKOFF_S="0.2",
             PORT=str(port),
             DORA_EXEC_BIND=EXEC_HOST,
         ).start()
@@ -252,3 +256,42 @@ def test_a_4_gpu_request_waits_with_a_reason_then_starts_on_the_freed_gpus(
     default_runtime = docker("info", "--format", "{{.DefaultRuntime}}").strip()
     warnings = gc.agent.log_text().count("event=gpu_mode_mismatch")
     assert warnings == (0 if default_runtime == "nvidia" else 1), gc.agent.tail()
+
+
+def test_a_crash_looping_gpu_job_backs_off_and_frees_its_gpus_meanwhile(gc: GpuCluster) -> None:
+    """The agent gives up on a container that keeps crashing (``failed``, "crash
+    loop"); the scheduler frees its GPUs at once and places it again only after a
+    backoff that doubles (1 s, then 2 s here), instead of at once and round the
+    cluster."""
+    with gc.client() as dora:  # start from free GPUs, whatever ran before
+        for workload in dora.list("Workload", zone=ZONE, workspace=WS):
+            dora.delete("Workload", workload.name, zone=ZONE, workspace=WS)
+        wait_for(
+            lambda: not dora.list("Container", zone=ZONE, workspace=WS),
+            within=60,
+            what="an empty workspace",
+            context=gc.c.tails,
+        )
+        name = f"crashy-{SUFFIX}"
+        dora.apply(gpu_workload(name, 2, cmd="sh -c 'exit 3'", restart="Always"))
+        uids: list[str] = []
+
+        def recreated(times: int) -> Any | None:
+            record = gc.container(f"{name}.1")
+            if record is None:
+                return None
+            computed = record.computed or {}
+            observed = record.observed or {}
+            if observed.get("state") == "failed":
+                assert "crash loop" in str(observed.get("reason")), observed
+            if record.uid not in uids:
+                uids.append(record.uid)
+            return record if computed.get("recreations") == times else None
+
+        first = wait_for(lambda: recreated(1), within=60, what="a first re-creation")
+        second = wait_for(lambda: recreated(2), within=60, what="a second re-creation")
+        assert first.uid != second.uid
+        events = dora.events("Workload", name, zone=ZONE, workspace=WS, limit=200)
+    backoffs = [e.message for e in events if e.reason == "BackOff"]
+    assert any("GPUs/CPUs released; restart 1 in 1 s" in m for m in backoffs), backoffs
+    assert any("GPUs/CPUs released; restart 2 in 2 s" in m for m in backoffs), backoffs

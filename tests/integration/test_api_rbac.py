@@ -42,6 +42,7 @@ from tests.helpers import (
     role_doc,
     seed_documents,
     server_fixture,
+    storage_mounts_env,
     unique,
     user_doc,
     user_with_role,
@@ -58,7 +59,8 @@ GUIDE_ROLE: dict[str, list[str]] = next(
     if d["kind"] == "Role" and d["metadata"]["name"] == "user"
 )
 
-api = server_fixture(name="rbac")
+api = server_fixture(name="rbac", env=storage_mounts_env)
+"""The seed's NFS storage is "mounted" at a plain folder, so the file verbs act."""
 
 
 @dataclass
@@ -206,6 +208,23 @@ def _use_volume(w: World, c: httpx.Client, n: str) -> httpx.Response:
     return c.post("/v1/apply", json=workload_doc(n, workspace=TEAM_A, volumes=mounts))
 
 
+def _begin_upload(w: World, c: httpx.Client, n: str) -> httpx.Response:
+    body = {"path": f"{n}.txt", "size": 0, "mtime": 1.0}
+    return c.post("/v1/volumes/data/uploads", params={"workspace": TEAM_A}, json=body)
+
+
+def _upload_chunk(w: World, c: httpx.Client, n: str) -> httpx.Response:
+    body = {"path": f"{n}.bin", "size": 1, "mtime": 1.0}
+    started = w.admin.post("/v1/volumes/data/uploads", params={"workspace": TEAM_A}, json=body)
+    assert started.status_code == 200, started.text
+    return c.patch(
+        f"/v1/volumes/data/uploads/{started.json()['id']}",
+        params={"workspace": TEAM_A},
+        headers={"Upload-Offset": "0"},
+        content=b"x",
+    )
+
+
 WS = "workspace"
 CELLS = [
     # Workload: everything happens inside one workspace.
@@ -273,6 +292,12 @@ CELLS = [
         _with_doc(lambda n: volume_doc(n, workspace=TEAM_A), _delete("volume", workspace=TEAM_A)),
     ),
     Cell("Volume", "Use", WS, _use_volume, baseline={"Workload": ["Apply"]}),
+    # Volume files (the seed's NFS storage, mounted on the API host for the test).
+    Cell("Volume", "Ls", WS, _ws_get("/v1/volumes/data/files")),
+    Cell("Volume", "Sync", WS, _ws_get("/v1/volumes/data/manifest")),
+    Cell("Volume", "Download", WS, _ws_get("/v1/volumes/data/download")),
+    Cell("Volume", "Upload", WS, _begin_upload),
+    Cell("Volume", "Upload", WS, _upload_chunk),
     # Zone-level kinds.
     Cell("Node", "Report", "zone", _report),
     Cell("Node", "Report", "zone", _assignments),
@@ -425,6 +450,10 @@ def test_the_matrix_covers_every_verb_the_api_implements() -> None:
         ("Volume", "Get"),
         ("Volume", "Delete"),
         ("Volume", "Use"),
+        ("Volume", "Ls"),
+        ("Volume", "Upload"),
+        ("Volume", "Download"),
+        ("Volume", "Sync"),
         ("Node", "Report"),
         ("Node", "Get"),
         ("Token", "Create"),
@@ -488,6 +517,9 @@ def test_own_workspace_works(alice: httpx.Client) -> None:
         ("DELETE", "/v1/resources/workload/x", {"workspace": TEAM_B}),
         ("POST", "/v1/workloads/x/pause", {"workspace": TEAM_B}),
         ("GET", "/v1/resources/volume", {"workspace": TEAM_B}),
+        ("GET", "/v1/volumes/shared/files", {"workspace": TEAM_B}),
+        ("GET", "/v1/volumes/shared/download", {"workspace": TEAM_B}),
+        ("GET", "/v1/volumes/shared/manifest", {"workspace": TEAM_B}),
         ("GET", "/v1/resources/workload", {"zone": OTHER_ZONE}),
         ("GET", "/v1/resources/workload", {"zone": OTHER_ZONE, "workspace": TEAM_A}),
         ("GET", "/v1/resources/gpu", {"zone": OTHER_ZONE}),

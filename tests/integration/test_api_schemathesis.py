@@ -33,7 +33,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ApiProcess, apply_many, remember, seed_documents, server_fixture
+from tests.helpers import (
+    ApiProcess,
+    apply_many,
+    doc,
+    remember,
+    seed_documents,
+    server_fixture,
+    storage_mounts_env,
+    volume_doc,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -66,10 +75,14 @@ class FreshAdminToken:
 
 fuzzed = server_fixture(
     name="fuzzed",
-    env={
+    env=lambda tmp: {
         "DORA_AUTH_MAX_FAILURES": "1000000",
         "DORA_RATE_BURST": "1000000",
         "DORA_RATE_PER_S": "1000000",
+        # The seed's NFS storage "mounted" at a plain folder: the volume file routes
+        # read and write there (as on an API host where the admin mounted the export).
+        **storage_mounts_env(tmp),
+        "DORA_UPLOAD_MAX_FILE_MB": "4",
     },
 )
 
@@ -79,6 +92,9 @@ def seeded(fuzzed: ApiProcess) -> ApiProcess:
     """The admin guide's cluster, so names like node1 and home exist."""
     with fuzzed.client(fuzzed.admin_token()) as admin:
         apply_many(admin, seed_documents())
+        # The volume routes' example name in the admin's own workspace, so the fuzzer
+        # reaches real file operations (on the folder DORA_STORAGE_MOUNTS names).
+        apply_many(admin, [doc("Workspace", "admin"), volume_doc("home", workspace="admin")])
     return fuzzed
 
 

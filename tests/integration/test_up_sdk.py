@@ -133,3 +133,36 @@ def test_sdk_workload_exec_and_delete(up: Up) -> None:
             return f"dora.admin.{job.name}.1" not in names
 
         wait_until(gone, within=60, what="the container removed after delete")
+
+
+def test_a_container_sees_a_file_uploaded_to_its_volume(up: Up, tmp_path: Path) -> None:
+    """`dora upload` and the node agent agree on where a Local volume lives: the file
+    the API wrote is the file the container reads."""
+    storage, volume = tmp_path / "storage", unique("vol")
+    src = tmp_path / "hello.txt"
+    src.write_text("hello from a volume\n")
+    with Client(up.url, up.token()) as dora:
+        dora.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Storage",
+                "metadata": {"name": "scratch"},
+                "spec": {"kind": "Local", "mountpath": str(storage)},
+            }
+        )
+        dora.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Volume",
+                "metadata": {"name": volume},
+                "spec": {"storage": "scratch"},
+            }
+        )
+        assert dora.upload(src, volume, "in").files == 1
+        assert [e.name for e in dora.ls(volume, "in")] == ["hello.txt"]
+        job = busybox_job(dora, unique("reader"), ["cat", "/data/in/hello.txt"])
+        job.add_volume(volume, "/data", read_only=True).apply()
+        job.wait_done(timeout=90)
+        assert job.state() == "exited"
+        assert "hello from a volume" in list(job.logs())
+        job.delete()

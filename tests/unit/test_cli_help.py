@@ -45,6 +45,10 @@ def test_the_walk_finds_the_commands() -> None:
         "token revoke",
         "server api",
         "server scheduler",
+        "ls",
+        "upload",
+        "download",
+        "sync",
         "workspace clone",
         "credits",
     }

@@ -18,7 +18,7 @@ from dora.api.identity import Identity
 from dora.api.logs import redact_tokens_in_logs
 from dora.api.metrics import Metrics
 from dora.api.routers import exec as exec_routes
-from dora.api.routers import nodes, resources, system, tokens, users, workspaces
+from dora.api.routers import nodes, resources, system, tokens, users, volumes, workspaces
 from dora.api.settings import ApiSettings
 from dora.store import Store
 
@@ -64,7 +64,7 @@ def create_app(
     )
     app.state.ctx = ctx
     install_error_handlers(app)
-    for module in (system, tokens, resources, nodes):
+    for module in (system, tokens, resources, nodes, volumes):
         app.include_router(module.router)
     app.include_router(exec_routes.router)
     app.include_router(workspaces.router)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from dora.api.abuse import FailedAuthFilter, RateLimiter
 from dora.api.identity import Identity
 from dora.api.metrics import Metrics
+from dora.api.services.storage_mounts import StorageMounts
 from dora.api.settings import ApiSettings
 from dora.auth.container_tokens import UsedOnce
 from dora.store import Store
@@ -29,7 +30,9 @@ class ApiContext:
     """Container tokens redeemed by this process (each opens one shell)."""
     failed_auth: FailedAuthFilter = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
+    storage_mounts: StorageMounts = field(init=False)
 
     def __post_init__(self) -> None:
+        self.storage_mounts = StorageMounts(self.settings.storage_mounts, self.settings.data_dir)
         self.failed_auth = FailedAuthFilter(self.settings.abuse)
         self.rate_limiter = RateLimiter(self.settings.abuse)

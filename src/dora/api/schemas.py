@@ -239,6 +239,63 @@ class Assignments(Wire):
     containers: list[Assignment]
 
 
+# ------------------------------------------------------------------ volume files
+
+MAX_MTIME = 253402300799.0
+"""9999-12-31T23:59:59Z: the latest modification time an upload may set."""
+
+
+class FileEntry(Wire):
+    name: str
+    type: Literal["file", "dir", "link"]
+    """``link``: a symbolic link, listed but never followed."""
+    size: int
+    mtime: float
+    """Modification time, Unix seconds."""
+
+
+class FileList(Wire):
+    volume: str
+    path: str
+    items: list[FileEntry]
+    truncated: bool = False
+    """True when the folder held more entries than one listing returns."""
+
+
+class ManifestEntry(Wire):
+    path: str
+    """Relative to the folder asked for."""
+    size: int
+    mtime: float
+
+
+class Manifest(Wire):
+    """Every regular file below a folder (recursively), for `dora sync`."""
+
+    volume: str
+    path: str
+    files: list[ManifestEntry]
+    truncated: bool = False
+
+
+class UploadCreate(Wire):
+    path: str = Field(min_length=1, max_length=4096, examples=["data/train.csv"])
+    """Where the file goes, relative to the volume's root."""
+    size: int = Field(ge=0)
+    mtime: float = Field(ge=0, le=MAX_MTIME, allow_inf_nan=False)
+    """The file's modification time (Unix seconds), set when the upload completes."""
+
+
+class UploadOut(Wire):
+    id: str
+    """The same for the same volume, path, size and mtime: asking again resumes."""
+    path: str
+    size: int
+    offset: int
+    """Bytes the server holds; send the rest from here."""
+    complete: bool
+
+
 # ------------------------------------------------------------ workspace clone, credits
 
 

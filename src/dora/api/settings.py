@@ -1,16 +1,48 @@
-"""API server settings, read from the environment variables the admin guide uses."""
+"""API server settings, read from the environment variables the admin guide uses.
+
+========================  ==========================================================
+variable                  meaning
+========================  ==========================================================
+``ZONE``                  the zone this API serves (required)
+``secret``                signs tokens; the same long random value on every replica
+``INIT_DB``               ``true`` on the first start: schema, admin token (printed)
+``HOST`` / ``PORT``       where to listen (``0.0.0.0:3000``)
+``HOST_IP``               this host's address, as the nodes reach it
+``DORA_TLS_CERT``/``KEY`` PEM files for HTTPS
+``DORA_TRUSTED_PROXIES``  peers whose X-Forwarded-For is believed (``127.0.0.1,::1``)
+``DORA_NODE_READY_S``     a node silent this long is NOT_READY (20)
+``DORA_CONTAINER_TOKEN_TTL_S`` life of a container token (shell ``?token=``; 30)
+``DORA_AUTH_*``,          failed-login ban and per-token rate limit (`abuse_from_env`)
+``DORA_RATE_*``
+``DORA_STORAGE_MOUNTS``   ``name=/path,…``: where an NFS Storage's export
+                          (``endpoint:mountpath``) is already mounted on this host,
+                          for volume file operations (`dora ls/upload/download/sync`).
+                          A storage not listed is mounted by the API itself, once,
+                          under ``$DORA_DATA_DIR/storage-mounts/<name>`` (needs root
+                          and ``nfs-common``). Local storages need nothing: their
+                          directory is read on this host.
+``DORA_DATA_DIR``         the embedded database's folder; also the mount folder above
+``DORA_UPLOAD_MAX_FILE_MB``  the largest file one upload may write (1048576 = 1 TiB)
+``DORA_UPLOAD_MAX_CHUNK_MB`` the largest body of one upload request (256)
+========================  ==========================================================
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dora.api.abuse import AbuseSettings
 from dora.auth import check_secret
 from dora.auth.container_tokens import DEFAULT_TTL_S, MAX_TTL_S
+from dora.store.config import data_dir_from_env
 
 DEFAULT_PORT = 3000
+MIB = 1024 * 1024
+DEFAULT_UPLOAD_MAX_FILE = 1024 * 1024 * MIB
+DEFAULT_UPLOAD_MAX_CHUNK = 256 * MIB
 
 
 class SettingsError(ValueError):
@@ -43,6 +75,25 @@ def _container_token_ttl(env: Mapping[str, str]) -> float:
             f"(got {ttl:g})"
         )
     return ttl
+
+
+def storage_mounts_from_env(text: str | None) -> dict[str, str]:
+    """``DORA_STORAGE_MOUNTS``: ``storageName=/where/it/is/mounted,…``."""
+    mounts: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path.startswith("/"):
+            raise SettingsError(
+                f"DORA_STORAGE_MOUNTS: {item.strip()!r} must be storageName=/absolute/path "
+                "(e.g. dora.storage.01=/mnt/dorastorage)"
+            )
+        if name in mounts:
+            raise SettingsError(f"DORA_STORAGE_MOUNTS names storage {name!r} twice")
+        mounts[name] = path.rstrip("/") or "/"
+    return mounts
 
 
 def abuse_from_env(env: Mapping[str, str]) -> AbuseSettings:
@@ -82,6 +133,13 @@ class ApiSettings:
     long_poll_max_s: float = 30.0
     node_ready_s: float = 20.0
     """A node whose last report is older than this is NOT_READY."""
+    storage_mounts: Mapping[str, str] = field(default_factory=dict)
+    """NFS storage name → where its export is mounted on this host."""
+    data_dir: Path | None = None
+    """The API's own folder: NFS exports it mounts go under ``storage-mounts/``
+    (None: it mounts none), and no volume may expose it."""
+    upload_max_file: int = DEFAULT_UPLOAD_MAX_FILE
+    upload_max_chunk: int = DEFAULT_UPLOAD_MAX_CHUNK
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -125,4 +183,12 @@ class ApiSettings:
             container_token_ttl_s=_container_token_ttl(env),
             abuse=abuse_from_env(env),
             node_ready_s=_number(env, "DORA_NODE_READY_S", 20.0),
+            storage_mounts=storage_mounts_from_env(env.get("DORA_STORAGE_MOUNTS")),
+            data_dir=data_dir_from_env(env, is_root=os.geteuid() == 0),
+            upload_max_file=int(
+                _number(env, "DORA_UPLOAD_MAX_FILE_MB", DEFAULT_UPLOAD_MAX_FILE / MIB) * MIB
+            ),
+            upload_max_chunk=int(
+                _number(env, "DORA_UPLOAD_MAX_CHUNK_MB", DEFAULT_UPLOAD_MAX_CHUNK / MIB) * MIB
+            ),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dora import __version__
-from dora.cli import account, profile, resources, server, tokens, up, validate
+from dora.cli import account, files, profile, resources, server, tokens, up, validate
 from dora.cli import exec as exec_cli
 from dora.cli.common import ProfileOpt, client_for, error_line
 
@@ -32,6 +32,7 @@ validate.register(app)
 server.register(app)
 up.register(app)
 exec_cli.register(app)
+files.register(app)
 account.register(app)
 
 

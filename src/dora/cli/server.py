@@ -41,7 +41,11 @@ def _fail(message: str) -> typer.Exit:
         "Environment: ZONE (required), secret (required, the same on every replica), "
         "INIT_DB=true on the first start (creates the schema and prints the admin token "
         "once), DB_NAME, CONTACT_POINTS (ScyllaDB/Cassandra; without it an embedded "
-        "SQLite file in DORA_DATA_DIR), HOST_IP, PORT, DORA_TLS_CERT/DORA_TLS_KEY.\n\n"
+        "SQLite file in DORA_DATA_DIR), HOST_IP, PORT, DORA_TLS_CERT/DORA_TLS_KEY, "
+        "DORA_STORAGE_MOUNTS (name=/mount/point,…: where NFS storages' exports are "
+        "mounted on this host, for dora ls/upload/download/sync), "
+        "DORA_UPLOAD_MAX_FILE_MB, DORA_UPLOAD_MAX_CHUNK_MB, DORA_CONTAINER_TOKEN_TTL_S "
+        "(seconds a container token for the shell WebSocket lives, 30).\n\n"
         "Example:\n\n"
         "  ZONE=dora-cluster-1 secret=$(openssl rand -hex 32) INIT_DB=true dora server api"
     ),

@@ -31,7 +31,9 @@ def up_cmd(
     Writes the CLI profile `local` (admin), so `dora get nodes` works right away.
     Stop with Ctrl-C: containers keep running and are adopted on the next start.
     Without a running Docker engine it starts one (as root on Debian it installs
-    docker.io first); otherwise it says what is missing.
+    docker.io first); otherwise it says what is missing. DORA_GPU_MODE
+    (device-request or runtime-env) says how GPUs reach containers, as for
+    `dora server node`.
 
     Examples:
 
@@ -39,13 +41,15 @@ def up_cmd(
 
       dora up --data-dir ~/dora --port 3100
     """
+    from dora.node.settings import NodeSettingsError, parse_gpu_mode
     from dora.store import StoreError
     from dora.store.config import data_dir_from_env
     from dora.up import UpError, UpSettings, local_node_name, run
 
     try:
         chosen = data_dir or data_dir_from_env(os.environ, is_root=os.geteuid() == 0)
-    except StoreError as exc:
+        gpu_mode = parse_gpu_mode(os.environ.get("DORA_GPU_MODE"))
+    except (StoreError, NodeSettingsError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     settings = UpSettings(
         data_dir=chosen,
@@ -54,6 +58,7 @@ def up_cmd(
         zone=zone,
         node_name=node_name or local_node_name(),
         sample=sample,
+        gpu_mode=gpu_mode,
     )
     try:
         run(settings, lambda line: typer.echo(line))

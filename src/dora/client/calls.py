@@ -20,6 +20,8 @@ from dora.api.schemas import (
     CreditsOut,
     DeleteResult,
     EventList,
+    FileList,
+    Manifest,
     NodeReport,
     ReportOut,
     ResourceList,
@@ -28,6 +30,8 @@ from dora.api.schemas import (
     TokenCreated,
     TokenList,
     TokenOut,
+    UploadCreate,
+    UploadOut,
     VersionInfo,
     VersionList,
     WhoAmI,
@@ -46,6 +50,8 @@ class Call(Generic[T]):
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float | None = None
     """Overrides the client's read timeout (long-polls wait on purpose)."""
+    content: bytes | None = None
+    """A raw request body (instead of `body` as JSON)."""
 
 
 def _scope(zone: str | None, workspace: str | None, **more: Any) -> dict[str, Any]:
@@ -160,6 +166,55 @@ def assignments(name: str, zone: str | None, since: str | None, wait_s: float) -
     if wait_s:
         params["wait"] = wait_s
     return Call("GET", f"/v1/nodes/{name}/assignments", Assignments, params, timeout=wait_s + 30)
+
+
+# ------------------------------------------------------------------ volume files
+
+
+def _volume(name: str) -> str:
+    return f"/v1/volumes/{quote(name, safe='')}"
+
+
+def ls(volume: str, path: str, zone: str | None, workspace: str | None) -> Call[FileList]:
+    return Call("GET", f"{_volume(volume)}/files", FileList, _scope(zone, workspace, path=path))
+
+
+def manifest(volume: str, path: str, zone: str | None, workspace: str | None) -> Call[Manifest]:
+    return Call("GET", f"{_volume(volume)}/manifest", Manifest, _scope(zone, workspace, path=path))
+
+
+def download_path(volume: str) -> str:
+    """``GET`` it with ``path`` (and zone/workspace): a tar archive, streamed."""
+    return f"{_volume(volume)}/download"
+
+
+def begin_upload(
+    volume: str, path: str, size: int, mtime: float, zone: str | None, workspace: str | None
+) -> Call[UploadOut]:
+    body = UploadCreate(path=path, size=size, mtime=mtime).model_dump()
+    return Call("POST", f"{_volume(volume)}/uploads", UploadOut, _scope(zone, workspace), body)
+
+
+def upload_chunk(
+    volume: str,
+    upload_id: str,
+    offset: int,
+    data: bytes,
+    zone: str | None,
+    workspace: str | None,
+) -> Call[UploadOut]:
+    return Call(
+        "PATCH",
+        f"{_volume(volume)}/uploads/{upload_id}",
+        UploadOut,
+        _scope(zone, workspace),
+        headers={
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/octet-stream",
+        },
+        content=data,
+        timeout=600,
+    )
 
 
 def clone_workspace(source: str, name: str, zone: str | None) -> Call[CloneOut]:

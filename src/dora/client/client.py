@@ -14,13 +14,14 @@ you trust, or ``verify="/path/ca.pem"``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import os
 import ssl
 import sys
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pydantic import BaseModel
 
@@ -34,11 +35,14 @@ from dora.api.schemas import (
     CreditsOut,
     DeleteResult,
     EventOut,
+    FileEntry,
+    Manifest,
     NodeReport,
     ReportOut,
     ResourceOut,
     TokenCreated,
     TokenOut,
+    UploadOut,
     VersionInfo,
     VersionOut,
     WhoAmI,
@@ -47,6 +51,9 @@ from dora.client import calls
 from dora.client.calls import Call
 from dora.client.errors import ConnectionFailed, DoraError, error_for
 from dora.client.exec import ExecResult
+
+if TYPE_CHECKING:
+    from dora.client.files import DownloadSummary, Progress, UploadSummary
 
 if "httpx" not in sys.modules:
     # httpx's package init imports its command-line tool (click, rich.syntax, pygments)
@@ -71,7 +78,9 @@ def _headers(token: str | None) -> dict[str, str]:
 
 def _request_kwargs(call: Call[Any]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"params": call.params, "headers": call.headers}
-    if call.body is not None:
+    if call.content is not None:
+        kwargs["content"] = call.content
+    elif call.body is not None:
         kwargs["json"] = call.body
     if call.timeout is not None:
         kwargs["timeout"] = httpx.Timeout(DEFAULT_TIMEOUT, read=call.timeout)
@@ -257,6 +266,90 @@ class Client:
         self, node: str, *, zone: str | None = None, since: str | None = None, wait_s: float = 0
     ) -> Assignments:
         return self.call(calls.assignments(node, zone, since, wait_s))
+
+    # -------------------------------------------------------------- volume files
+    def ls(
+        self, volume: str, path: str = "", *, zone: str | None = None, workspace: str | None = None
+    ) -> builtins.list[FileEntry]:
+        """The entries of a folder of `volume` (``path`` relative to its root)."""
+        from dora.client.files import volume_path
+
+        return self.call(calls.ls(volume, volume_path(path), zone, workspace)).items
+
+    def manifest(
+        self, volume: str, path: str = "", *, zone: str | None = None, workspace: str | None = None
+    ) -> Manifest:
+        """Every file below a folder of `volume`, with size and mtime."""
+        from dora.client.files import volume_path
+
+        return self.call(calls.manifest(volume, volume_path(path), zone, workspace))
+
+    def begin_upload(
+        self,
+        volume: str,
+        path: str,
+        size: int,
+        mtime: float,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+    ) -> UploadOut:
+        return self.call(calls.begin_upload(volume, path, size, mtime, zone, workspace))
+
+    def upload_chunk(
+        self,
+        volume: str,
+        upload_id: str,
+        offset: int,
+        data: bytes,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+    ) -> UploadOut:
+        return self.call(calls.upload_chunk(volume, upload_id, offset, data, zone, workspace))
+
+    def upload(
+        self,
+        source: str | os.PathLike[str],
+        volume: str,
+        dest: str = "",
+        *,
+        chunk: int | None = None,
+        zone: str | None = None,
+        workspace: str | None = None,
+        progress: Progress | None = None,
+    ) -> UploadSummary:
+        """A file to ``dest/<its name>``, or a folder's contents to ``dest/``; resumes
+        unfinished files (see `dora.client.files`)."""
+        from dora.client.files import DEFAULT_CHUNK, upload
+
+        return upload(
+            self,
+            os.fspath(source),
+            volume,
+            dest,
+            chunk=chunk or DEFAULT_CHUNK,
+            zone=zone,
+            workspace=workspace,
+            progress=progress,
+        )
+
+    def download(
+        self,
+        volume: str,
+        path: str,
+        dest: str | os.PathLike[str],
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        progress: Progress | None = None,
+    ) -> DownloadSummary:
+        """Extract a folder's contents (or one file) of `volume` into folder `dest`."""
+        from dora.client.files import download
+
+        return download(
+            self, volume, path, os.fspath(dest), zone=zone, workspace=workspace, progress=progress
+        )
 
     def clone_workspace(
         self, name: str, *, source: str | None = None, zone: str | None = None
@@ -466,6 +559,97 @@ class AsyncClient:
         self, node: str, *, zone: str | None = None, since: str | None = None, wait_s: float = 0
     ) -> Assignments:
         return await self.call(calls.assignments(node, zone, since, wait_s))
+
+    # -------------------------------------------------------------- volume files
+    async def ls(
+        self, volume: str, path: str = "", *, zone: str | None = None, workspace: str | None = None
+    ) -> builtins.list[FileEntry]:
+        from dora.client.files import volume_path
+
+        return (await self.call(calls.ls(volume, volume_path(path), zone, workspace))).items
+
+    async def manifest(
+        self, volume: str, path: str = "", *, zone: str | None = None, workspace: str | None = None
+    ) -> Manifest:
+        from dora.client.files import volume_path
+
+        return await self.call(calls.manifest(volume, volume_path(path), zone, workspace))
+
+    async def begin_upload(
+        self,
+        volume: str,
+        path: str,
+        size: int,
+        mtime: float,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+    ) -> UploadOut:
+        return await self.call(calls.begin_upload(volume, path, size, mtime, zone, workspace))
+
+    async def upload_chunk(
+        self,
+        volume: str,
+        upload_id: str,
+        offset: int,
+        data: bytes,
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+    ) -> UploadOut:
+        return await self.call(calls.upload_chunk(volume, upload_id, offset, data, zone, workspace))
+
+    async def upload(
+        self,
+        source: str | os.PathLike[str],
+        volume: str,
+        dest: str = "",
+        *,
+        chunk: int | None = None,
+        zone: str | None = None,
+        workspace: str | None = None,
+        progress: Progress | None = None,
+    ) -> UploadSummary:
+        """As `Client.upload` (file reads and requests run in a worker thread)."""
+        with self._blocking_twin() as twin:
+            return await asyncio.to_thread(
+                twin.upload,
+                source,
+                volume,
+                dest,
+                chunk=chunk,
+                zone=zone,
+                workspace=workspace,
+                progress=progress,
+            )
+
+    async def download(
+        self,
+        volume: str,
+        path: str,
+        dest: str | os.PathLike[str],
+        *,
+        zone: str | None = None,
+        workspace: str | None = None,
+        progress: Progress | None = None,
+    ) -> DownloadSummary:
+        """As `Client.download` (the extraction runs in a worker thread)."""
+        with self._blocking_twin() as twin:
+            return await asyncio.to_thread(
+                twin.download,
+                volume,
+                path,
+                dest,
+                zone=zone,
+                workspace=workspace,
+                progress=progress,
+            )
+
+    def _blocking_twin(self) -> Client:
+        """A blocking client to the same server, with the same token and TLS checks."""
+        twin = Client(self.server, verify=self._verify)
+        twin._http.headers.update(self._http.headers)
+        return twin
 
     async def clone_workspace(
         self, name: str, *, source: str | None = None, zone: str | None = None

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from dora.model import duration_seconds
+from dora.model.location import LOCAL_VOLUME_ROOT, volume_location
 from dora.scheduler.reconcile import (
     ContainerState,
     ContainerView,
@@ -42,8 +43,7 @@ from dora.scheduler.types import (
 )
 from dora.store import Record
 
-LOCAL_VOLUME_ROOT = "/var/lib/dora/volumes"
-"""Where a ``storage: Local`` volume without ``localPath`` lives on every node."""
+__all__ = ["LOCAL_VOLUME_ROOT"]  # re-exported: where `storage: Local` volumes live
 
 
 def _dig(data: Mapping[str, Any] | None, *path: str) -> Any:
@@ -208,10 +208,8 @@ def resolve_volumes(
         name = str(mount["name"])
         volume = volumes.get((ws, name))
         vspec = volume.spec if volume else {}
-        storage_name = str(vspec.get("storage") or "Local")
-        storage = storages.get(storage_name)
-        kind = str(_dig(storage.spec if storage else None, "kind") or "Local")
-        mountpath = str(_dig(storage.spec if storage else None, "mountpath") or LOCAL_VOLUME_ROOT)
+        storage = storages.get(str(vspec.get("storage") or "Local"))
+        where = volume_location(ws, name, vspec, storage.spec if storage else None)
         read_only = mount.get("readOnly")
         resolved.append(
             {
@@ -221,9 +219,9 @@ def resolve_volumes(
                 "read_only": bool(read_only)
                 if read_only is not None
                 else vspec.get("policy") == "readonly",
-                "storage_kind": "NFS" if kind == "NFS" else "Local",
-                "endpoint": _dig(storage.spec if storage else None, "endpoint"),
-                "path": str(vspec.get("localPath") or f"{mountpath.rstrip('/')}/{ws}/{name}"),
+                "storage_kind": where.kind,
+                "endpoint": where.endpoint,
+                "path": where.path,
             }
         )
     return resolved

@@ -434,7 +434,8 @@ def _decide(
                 ActionKind.RELEASE,
                 name,
                 EventReason.BACK_OFF,
-                f"{_ended(record)}: GPUs/CPUs released; starting again in {ready_at - now:.0f} s",
+                f"{_ended(record)}: GPUs/CPUs released; restart {record.recreations + 1} "
+                f"in {backoff.delay(record.recreations):g} s (crash-loop backoff)",
             )
         return Action(
             ActionKind.RECREATE,
