@@ -295,3 +295,58 @@ def test_a_crash_looping_gpu_job_backs_off_and_frees_its_gpus_meanwhile(gc: GpuC
     backoffs = [e.message for e in events if e.reason == "BackOff"]
     assert any("GPUs/CPUs released; restart 1 in 1 s" in m for m in backoffs), backoffs
     assert any("GPUs/CPUs released; restart 2 in 2 s" in m for m in backoffs), backoffs
+
+
+def test_a_paused_gpu_container_keeps_its_gpus(gc: GpuCluster) -> None:
+    """``dora pause c`` freezes a GPU container in place (``docker pause``): the real
+    scheduler leaves it placed with its GPUs booked — a job that needs them waits —
+    and the workload says the replica is paused; ``dora resume c`` thaws it there."""
+    with gc.client() as dora:  # start from free GPUs, whatever ran before
+        for workload in dora.list("Workload", zone=ZONE, workspace=WS):
+            dora.delete("Workload", workload.name, zone=ZONE, workspace=WS)
+        wait_for(
+            lambda: not dora.list("Container", zone=ZONE, workspace=WS),
+            within=60,
+            what="an empty workspace",
+            context=gc.c.tails,
+        )
+        frozen, later = f"frozen-{SUFFIX}", f"later-{SUFFIX}"
+        dora.apply(gpu_workload(frozen, 8))
+        before = gc.wait_running(frozen)
+        scope = ("-g", WS, "-z", ZONE)
+        done = gc.c.dora("pause", "c", f"{frozen}.1", *scope)
+        assert done.stdout.strip() == f"container/{frozen}.1 paused", done
+
+        def paused() -> Any | None:
+            record = dora.get("Workload", frozen, zone=ZONE, workspace=WS)
+            return record if record.status == "Paused" else None
+
+        status = wait_for(paused, within=30, what=f"{frozen} Paused", context=gc.c.tails)
+        assert status.computed["message"] == "0/1 replicas running, 1 paused"
+        (docker_c,) = session_containers(f"dora.workload={frozen}")
+        assert json.loads(docker("inspect", docker_c.id))[0]["State"]["Paused"] is True
+
+        dora.apply(gpu_workload(later, 4))
+        wait_for(
+            lambda: (dora.get("Workload", later, zone=ZONE, workspace=WS).computed or {}).get(
+                "reason"
+            ),
+            within=30,
+            what=f"{later}'s pending reason",
+            context=gc.c.tails,
+        )
+        reason = dora.get("Workload", later, zone=ZONE, workspace=WS).computed["reason"]
+        assert "need 4, max free 0" in reason, reason
+        still = gc.container(f"{frozen}.1")
+        assert (still.uid, still.node, still.computed["gpus"]) == (
+            before.uid,
+            before.node,
+            before.computed["gpus"],
+        )
+
+        done = gc.c.dora("resume", "c", f"{frozen}.1", *scope)
+        assert done.stdout.strip() == f"container/{frozen}.1 resumed", done
+        assert gc.wait_running(frozen).uid == before.uid
+        assert json.loads(docker("inspect", docker_c.id))[0]["State"]["Paused"] is False
+        dora.delete("Workload", frozen, zone=ZONE, workspace=WS)
+        assert len(gc.wait_running(later).computed["gpus"]) == 4
