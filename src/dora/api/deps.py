@@ -51,7 +51,7 @@ def client_ip(request: Request, ctx: ApiContext) -> str:
     return peer
 
 
-def _too_many(message: str, retry_after: float) -> ApiError:
+def too_many(message: str, retry_after: float) -> ApiError:
     seconds = max(1, math.ceil(retry_after))
     return ApiError(
         429,
@@ -75,7 +75,7 @@ async def authenticate(request: Request, ctx: ApiContext, token: str | None) -> 
     ip = client_ip(request, ctx)
     banned_for = ctx.failed_auth.is_banned(ip, now)
     if banned_for:
-        raise _too_many("too many failed authentications from this address", banned_for)
+        raise too_many("too many failed authentications from this address", banned_for)
     try:
         if token is None:
             raise unauthorized("missing token: send 'Authorization: Bearer <token>'")
@@ -86,7 +86,7 @@ async def authenticate(request: Request, ctx: ApiContext, token: str | None) -> 
         raise
     wait = ctx.rate_limiter.check(f"jti:{caller.claims.jti}", now)
     if wait:
-        raise _too_many("rate limit exceeded for this token", wait)
+        raise too_many("rate limit exceeded for this token", wait)
     return caller
 
 

@@ -24,8 +24,7 @@ import logging
 from starlette.requests import HTTPConnection
 
 from dora.api.context import ApiContext
-from dora.api.deps import _too_many as too_many
-from dora.api.deps import client_ip
+from dora.api.deps import client_ip, too_many
 from dora.api.errors import ApiError, conflict, forbidden, unauthorized
 from dora.api.identity import Caller
 from dora.api.schemas import ContainerTokenOut
