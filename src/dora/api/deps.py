@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from dora.api.context import ApiContext
 from dora.api.errors import ApiError, unauthorized
 from dora.api.identity import Caller
 from dora.api.schemas import ErrorOut
+
+T = TypeVar("T")
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid, expired or revoked token"},
@@ -38,7 +42,7 @@ async def get_context(request: Request) -> ApiContext:
 Ctx = Annotated[ApiContext, Depends(get_context)]
 
 
-def client_ip(request: Request, ctx: ApiContext) -> str:
+def client_ip(request: HTTPConnection, ctx: ApiContext) -> str:
     """The client's address; forwarded headers count only from a trusted proxy."""
     peer = request.client.host if request.client else "unknown"
     if peer in ctx.settings.trusted_proxies:
@@ -69,25 +73,41 @@ def bearer_token(request: Request) -> str | None:
     return value.strip()
 
 
-async def authenticate(request: Request, ctx: ApiContext, token: str | None) -> Caller:
-    """Ban check, token check (counting failures per IP), then the rate limit."""
+async def guarded(
+    connection: HTTPConnection,
+    ctx: ApiContext,
+    check: Callable[[], Awaitable[T]],
+    rate_key: Callable[[T], str],
+) -> T:
+    """Run the credential `check` behind the address's ban (each 401 it raises counts
+    as a failed authentication), then rate-limit what it returns by `rate_key`."""
     now = ctx.clock()
-    ip = client_ip(request, ctx)
+    ip = client_ip(connection, ctx)
     banned_for = ctx.failed_auth.is_banned(ip, now)
     if banned_for:
         raise too_many("too many failed authentications from this address", banned_for)
     try:
-        if token is None:
-            raise unauthorized("missing token: send 'Authorization: Bearer <token>'")
-        caller = await ctx.identity.authenticate(token)
-    except ApiError:
-        ctx.metrics.auth_failures.inc()
-        ctx.failed_auth.record_failure(ip, now)
+        result = await check()
+    except ApiError as exc:
+        if exc.status == 401:
+            ctx.metrics.auth_failures.inc()
+            ctx.failed_auth.record_failure(ip, now)
         raise
-    wait = ctx.rate_limiter.check(f"jti:{caller.claims.jti}", now)
+    wait = ctx.rate_limiter.check(rate_key(result), now)
     if wait:
         raise too_many("rate limit exceeded for this token", wait)
-    return caller
+    return result
+
+
+async def authenticate(connection: HTTPConnection, ctx: ApiContext, token: str | None) -> Caller:
+    """Ban check, token check (counting failures per IP), then the rate limit."""
+
+    async def check() -> Caller:
+        if token is None:
+            raise unauthorized("missing token: send 'Authorization: Bearer <token>'")
+        return await ctx.identity.authenticate(token)
+
+    return await guarded(connection, ctx, check, lambda caller: f"jti:{caller.claims.jti}")
 
 
 _bearer = HTTPBearer(

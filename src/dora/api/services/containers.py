@@ -24,8 +24,8 @@ import logging
 from starlette.requests import HTTPConnection
 
 from dora.api.context import ApiContext
-from dora.api.deps import client_ip, too_many
-from dora.api.errors import ApiError, conflict, forbidden, unauthorized
+from dora.api.deps import guarded
+from dora.api.errors import conflict, forbidden, unauthorized
 from dora.api.identity import Caller
 from dora.api.schemas import ContainerTokenOut
 from dora.api.services.resources import CAS_RETRIES, get_one, kind_info
@@ -94,12 +94,9 @@ async def redeem_token(
     """The caller a container token stands for, and the container it opens. Counts
     failures per client address like any other authentication (401), refuses a
     token for another container (403) and a token used before (401)."""
-    now = ctx.clock()
-    ip = client_ip(connection, ctx)  # type: ignore[arg-type]
-    banned_for = ctx.failed_auth.is_banned(ip, now)
-    if banned_for:
-        raise too_many("too many failed authentications from this address", banned_for)
-    try:
+
+    async def check() -> tuple[Caller, ContainerRef, str]:
+        now = ctx.clock()
         try:
             claims = verify_container_token(ctx.settings.secret, token, now=now)
         except InvalidContainerToken as exc:
@@ -112,15 +109,10 @@ async def redeem_token(
         caller = await ctx.identity.delegated(
             claims.user, claims.token_jti, claims.container.workspace
         )
-    except ApiError as exc:
-        if exc.status == 401:
-            ctx.metrics.auth_failures.inc()
-            ctx.failed_auth.record_failure(ip, now)
-        raise
-    wait = ctx.rate_limiter.check(f"jti:{claims.token_jti}", now)
-    if wait:
-        raise too_many("rate limit exceeded for this token", wait)
-    return caller, claims.container
+        return caller, claims.container, claims.token_jti
+
+    caller, container, _ = await guarded(connection, ctx, check, lambda r: f"jti:{r[2]}")
+    return caller, container
 
 
 # --------------------------------------------------------------------------- pause
