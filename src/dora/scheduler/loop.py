@@ -301,7 +301,7 @@ class Scheduler:
         statuses += [
             group
             for name, reason in pending.items()
-            if name not in phases and (group := self._status(name, Phase.PENDING, "", reason, None))
+            if name not in phases and (group := self._status(name, None, None, reason, None))
         ]
         await self._flush(statuses)
         stats.seconds = time.perf_counter() - started
@@ -354,25 +354,24 @@ class Scheduler:
         )
         kind = action.kind
         if kind is ActionKind.CREATE:
-            return Group(owner, [new], [event], create=action.container)
+            return Group(owner, [new], [event], create=action.container, revisit=False)
         if container is None:
             return None
         version = container.version
         computed = container.computed or {}
         if kind is ActionKind.DRAIN:
-            writes = [Write(key, patch=Patch(desired="drain"), expected_version=version)]
+            writes = [_update(container, Patch(desired="drain"))]
         elif kind is ActionKind.DELETE:
             writes = [Write(key, delete=True, expected_version=version)]
         elif kind is ActionKind.RELEASE:
-            patch = Patch(computed={**computed, "released": True})
-            writes = [Write(key, patch=patch, expected_version=version)]
+            writes = [_update(container, Patch(computed={**computed, "released": True}))]
         elif kind is ActionKind.RECREATE:
             # A new record (new uid) in the same transaction: the old copy's node sees
             # its assignment gone and removes it; the new one is placed afresh.
             writes = [Write(key, delete=True, expected_version=version), new]
         else:  # MARK_FAILED
             patch = Patch(computed={**computed, "released": True, "lost": action.message})
-            writes = [Write(key, patch=patch, expected_version=version)]
+            writes = [_update(container, patch)]
         return Group(owner, writes, [event])
 
     async def _flush(self, groups: list[Group]) -> None:
@@ -394,8 +393,12 @@ class Scheduler:
         writes = [w for g in groups for w in g.writes]
         events = [e for g in groups for e in g.events]
         out = await self.store.batch(writes, actor=ACTOR, fence=self._fence(), events=events)
-        for write, record in zip(writes, out, strict=True):
-            self._note(write.key, record)
+        records = iter(out)
+        for group in groups:
+            for write in group.writes:
+                workload = self.snapshot.put(write.key, next(records))
+                if group.revisit and workload is not None:
+                    self._dirty.add(workload)
 
     def _fence(self) -> Any:
         if self.lease is None:
@@ -490,24 +493,25 @@ class Scheduler:
                 events += created.events
                 key = new.key
             elif container is not None:
-                patch = Patch(node=booking.node, computed=computed)
                 key = container.key
-                writes.append(Write(key, patch=patch, expected_version=container.version))
+                writes.append(_update(container, Patch(node=booking.node, computed=computed)))
             gpus = f" with GPUs {list(booking.gpu_indices)}" if booking.gpu_indices else ""
             message = f"placed on node {booking.node}{gpus}"
             events.append(Event(key, "Placed", message, ACTOR, self.clock()))
-        return Group((workspace, workload), writes, events)
+        return Group((workspace, workload), writes, events, revisit=False)
 
     def _status(
         self,
         name: Name,
-        phase: Phase,
-        message: str,
+        phase: Phase | None,
+        message: str | None,
         reason: str | None,
         started_at: float | None,
     ) -> Group | None:
         """The workload's computed status, when it changed (with a Queued event when
-        the pending reason did)."""
+        the pending reason did). ``phase``/``message`` None: the workload was not
+        reconciled in this pass, so they are what it last wrote (only the pending
+        reason and the running count are new)."""
         workload = self.snapshot.workloads.get(name)
         if workload is None:
             return None
@@ -518,9 +522,9 @@ class Scheduler:
             if (c.observed or {}).get("state") == "running"
         )
         values: dict[str, Any] = {
-            "phase": phase.value,
+            "phase": phase.value if phase else current.get("phase", Phase.PENDING.value),
             "running": running,
-            "message": message,
+            "message": current.get("message", "") if message is None else message,
             "reason": reason,
         }
         if started_at is not None and current.get("started_at") is None:
@@ -530,9 +534,8 @@ class Scheduler:
         events = []
         if reason and reason != current.get("reason"):
             events.append(Event(workload.key, "Queued", reason, ACTOR, self.clock()))
-        patch = Patch(computed={**current, **values})
-        write = Write(workload.key, patch=patch, expected_version=workload.version)
-        return Group(name, [write], events)
+        write = _update(workload, Patch(computed={**current, **values}))
+        return Group(name, [write], events, revisit=False)
 
 
 @dataclass
@@ -545,6 +548,17 @@ class Group:
     events: list[Event] = field(default_factory=list)
     create: str | None = None
     """The container this group only creates (unplaced): the pass may bind it first."""
+    revisit: bool = True
+    """Reconcile the workload again once written. Not needed after a create, a binding
+    or a status: reconcile already counted those in, and would decide the same again
+    (placement looks at every pending gang each pass anyway). Needed after drains,
+    deletes and releases, which can unblock the next step (e.g. the new gang's creates).
+    """
+
+
+def _update(record: Record, patch: Patch) -> Write:
+    """A compare-and-set of ``patch`` on the snapshot's ``record`` (also its base)."""
+    return Write(record.key, patch=patch, expected_version=record.version, base=record)
 
 
 BATCH_GROUPS = 500

@@ -56,6 +56,11 @@ def check_new(new: NewRecord) -> None:
 
 def plan_write(write: Write) -> Plan:
     """Check one batch element; raises ValueError/TypeError on a malformed one."""
+    if write.base is not None:
+        if write.new is not None or write.delete:
+            raise ValueError(f"{write.key}: only an update carries a base record")
+        if not isinstance(write.base, Record) or write.base.key != write.key:
+            raise ValueError(f"{write.key}: base must be the record of the same key")
     if write.new is not None:
         if write.patch is not None or write.expected_version is not None or write.delete:
             raise ValueError(f"{write.key}: a create carries no patch, version or delete")
