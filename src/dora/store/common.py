@@ -22,8 +22,12 @@ Plan = tuple[NewRecord | None, Key, dict[str, Any], int | None, bool]
 def check_key(key: Key) -> None:
     if not isinstance(key, Key):
         raise TypeError(f"expected a Key, got {type(key).__name__}")
-    parts = (key.kind, key.zone, key.workspace, key.name)
-    if not all(isinstance(p, str) for p in parts):
+    if not (
+        isinstance(key.kind, str)
+        and isinstance(key.zone, str)
+        and isinstance(key.workspace, str)
+        and isinstance(key.name, str)
+    ):
         raise TypeError(f"{key!r}: key parts must be strings")
     if not key.kind or not key.name:
         raise ValueError(f"{key!r}: kind and name must not be empty")
