@@ -557,7 +557,7 @@ class Scheduler:
         running = sum(
             1
             for c in self.snapshot.containers_of(name)
-            if (c.observed or {}).get("state") == "running"
+            if c.observed and c.observed.get("state") == "running"
         )
         values: dict[str, Any] = {
             "phase": phase.value if phase else current.get("phase", Phase.PENDING.value),
