@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from dora.store import EVENT_LIMIT, HISTORY_LIMIT, Event, NotFound, Patch, Store
+from dora.store import EVENT_LIMIT, HISTORY_LIMIT, Event, NotFound, Patch, Store, Write
 from tests.conformance.helpers import key, new
 
 
@@ -94,3 +94,48 @@ async def test_delete_removes_history_and_a_recreate_starts_fresh(store: Store) 
     versions = await store.spec_versions(k)
     assert [(v.number, v.uid, v.actor) for v in versions] == [(1, again.uid, "bob")]
     assert await store.events(k) == []
+
+
+async def test_batch_events_are_bounded_like_single_ones(store: Store) -> None:
+    old, fresh = key("old"), key("fresh")
+    await store.create(new(old), actor="alice")
+    t0 = time.time()
+    for i in range(EVENT_LIMIT):
+        await store.add_event(Event(old, "Tick", f"m{i}", "scheduler", t0 + i))
+    later = t0 + EVENT_LIMIT
+    await store.batch(
+        [Write(fresh, new=new(fresh))],
+        actor="scheduler",
+        fence=None,
+        events=[Event(old, "Tick", f"m{EVENT_LIMIT + i}", "scheduler", later + i) for i in range(3)]
+        + [Event(fresh, "Tick", f"f{i}", "scheduler", later + i) for i in range(EVENT_LIMIT + 2)],
+    )
+    kept = await store.events(old, limit=EVENT_LIMIT * 2)
+    assert [e.message for e in kept] == [f"m{i}" for i in range(3, EVENT_LIMIT + 3)]
+    kept = await store.events(fresh, limit=EVENT_LIMIT * 2)
+    assert [e.message for e in kept] == [f"f{i}" for i in range(2, EVENT_LIMIT + 2)]
+
+
+async def test_spec_versions_of_a_batch_that_creates_then_changes_a_record(store: Store) -> None:
+    a, b = key("a"), key("b")
+    await store.create(new(b, image="b0"), actor="alice")
+    out = await store.batch(
+        [
+            Write(a, new=new(a, image="a1")),
+            Write(a, patch=Patch(spec={"image": "a2", "replica": 1}), expected_version=1),
+            Write(b, delete=True),
+            Write(b, new=new(b, image="b1")),
+        ],
+        actor="bob",
+        fence=None,
+    )
+    versions = await store.spec_versions(a)
+    assert [(v.number, v.spec["image"], v.actor) for v in versions] == [
+        (1, "a1", "bob"),
+        (2, "a2", "bob"),
+    ]
+    record_b = out[3]
+    assert record_b is not None
+    assert [(v.number, v.uid, v.spec["image"]) for v in await store.spec_versions(b)] == [
+        (1, record_b.uid, "b1")
+    ]

@@ -14,6 +14,7 @@ from dora.store import (
     NewRecord,
     NotFound,
     Patch,
+    Record,
     Store,
     Write,
     spec_hash,
@@ -318,6 +319,10 @@ async def test_batch_is_all_or_nothing(store: Store, failure: str) -> None:
     assert await store.changes("z1", after=head) == []
 
 
+BASE = Record(key("a"), "uid", 1, {}, {}, "run", None, None, "", "x", "", "", 1.0, 1.0)
+"""A record of key ``a``, for malformed `Write.base` cases."""
+
+
 @pytest.mark.parametrize(
     "write",
     [
@@ -327,6 +332,9 @@ async def test_batch_is_all_or_nothing(store: Store, failure: str) -> None:
         Write(key("a"), new=NewRecord(key("a"), {}, "x"), expected_version=1),
         Write(key("a"), new=NewRecord(key("a"), {}, "x"), delete=True),
         Write(key("a"), patch=Patch(desired="drain"), expected_version=1, delete=True),
+        Write(key("a"), new=NewRecord(key("a"), {}, "x"), base=BASE),
+        Write(key("a"), delete=True, base=BASE),
+        Write(key("b"), patch=Patch(desired="drain"), expected_version=1, base=BASE),
     ],
 )
 async def test_malformed_batch_raises_value_error_and_writes_nothing(
@@ -335,6 +343,51 @@ async def test_malformed_batch_raises_value_error_and_writes_nothing(
     with pytest.raises(ValueError):
         await store.batch([Write(key("z"), new=new(key("z"))), write], actor="api", fence=None)
     assert await store.list_records("Workload") == []
+
+
+async def test_an_update_with_its_base_returns_the_record_as_stored(store: Store) -> None:
+    k = key("a")
+    base = await store.create(new(k, computed={"n": 0}), actor="alice")
+    (out,) = await store.batch(
+        [Write(k, patch=Patch(computed={"n": 1}), expected_version=1, base=base)],
+        actor="scheduler",
+        fence=None,
+    )
+    stored = await store.get(k)
+    assert out == stored
+    assert (stored.version, stored.computed, stored.spec) == (2, {"n": 1}, base.spec)
+
+
+async def test_a_stale_base_is_only_a_hint(store: Store) -> None:
+    # The base is of a record since deleted and created again: same key, same version,
+    # another uid and content. The update is judged by the version alone, as without a
+    # base, and returns what is stored, not the stale base patched.
+    k = key("a")
+    stale = await store.create(new(k, image="one"), actor="alice")
+    await store.delete(k, actor="alice")
+    again = await store.create(new(k, image="two"), actor="alice")
+    (out,) = await store.batch(
+        [Write(k, patch=Patch(desired="pause"), expected_version=1, base=stale)],
+        actor="scheduler",
+        fence=None,
+    )
+    assert out == await store.get(k)
+    assert out is not None and out.uid == again.uid and out.spec["image"] == "two"
+    assert out.version == 2 and out.desired == "pause"
+    # A base older than the expected version changes nothing either.
+    (out,) = await store.batch(
+        [Write(k, patch=Patch(computed={"n": 2}), expected_version=2, base=again)],
+        actor="scheduler",
+        fence=None,
+    )
+    assert out == await store.get(k)
+    assert out is not None and out.desired == "pause" and out.computed == {"n": 2}
+    with pytest.raises(Conflict):
+        await store.batch(
+            [Write(k, patch=Patch(desired="run"), expected_version=2, base=again)],
+            actor="scheduler",
+            fence=None,
+        )
 
 
 async def test_empty_batch_is_a_no_op(store: Store) -> None:

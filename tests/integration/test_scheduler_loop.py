@@ -180,6 +180,26 @@ async def test_product_name_string_filters_models(store: Store) -> None:
     assert workload.computed["reason"] == '0/1 nodes fit: 1 without "A100"'
 
 
+async def test_a_pending_workload_is_not_rewritten_by_passes_that_change_nothing(
+    store: Store,
+) -> None:
+    clock = Clock()
+    await add_node(store, "g1", clock.now, gpus=1)
+    await add_workload(store, "wide", selectors={"gpu": {"product_name": V100, "count": 2}})
+    scheduler = await leader(store, clock)
+    await settle(scheduler)
+    before = await store.get(Key("Workload", ZONE, WS, "wide"))
+    assert before.computed is not None and before.computed["phase"] == "Pending"
+    assert before.computed["message"] == "0/1 replicas running"
+    assert "need 2" in before.computed["reason"]
+    head = await store.head(ZONE)
+    # No sweep is due (the clock stands still): these passes reconcile nothing and
+    # place nothing, so they must write nothing, not even the same status again.
+    await settle(scheduler, passes=4)
+    assert await store.get(before.key) == before
+    assert await store.changes(ZONE, after=head) == []
+
+
 async def test_scale_down_drains_highest_index(store: Store) -> None:
     clock = Clock()
     await add_node(store, "node1", clock.now)

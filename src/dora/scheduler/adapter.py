@@ -16,7 +16,7 @@ contract, see ``dora.node``)::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dora.model import duration_seconds
@@ -110,6 +110,42 @@ def request_of(spec: Mapping[str, Any]) -> Request:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SpecFacts:
+    """What placement and reconcile read from a workload's spec, parsed once."""
+
+    request: Request
+    replicas: int
+    restart_policy: RestartPolicy
+    max_run_time_s: float | None
+    priority: int
+
+
+_FACTS: dict[int, tuple[Mapping[str, Any], SpecFacts]] = {}
+_FACTS_LIMIT = 65_536
+
+
+def spec_facts(spec: Mapping[str, Any]) -> SpecFacts:
+    """`SpecFacts` of ``spec``, memoised by the dict's identity (records are read-only;
+    a workload's containers, and its records across status writes, share one spec
+    dict, so each spec is parsed once, not once per container per pass). The memo
+    keeps the dict alive, so an id is never reused while its entry exists."""
+    entry = _FACTS.get(id(spec))
+    if entry is not None and entry[0] is spec:
+        return entry[1]
+    facts = SpecFacts(
+        request=request_of(spec),
+        replicas=replicas_of(spec),
+        restart_policy=RestartPolicy(_dig(spec, "config", "restartPolicy") or "Never"),
+        max_run_time_s=max_run_time_s(spec),
+        priority=int(spec.get("priority") or 0),
+    )
+    if len(_FACTS) >= _FACTS_LIMIT:
+        _FACTS.clear()
+    _FACTS[id(spec)] = (spec, facts)
+    return facts
+
+
 def workload_id(record: Record) -> WorkloadId:
     return (record.key.zone, record.key.workspace, record.key.name)
 
@@ -120,15 +156,15 @@ def replicas_of(spec: Mapping[str, Any]) -> int:
 
 
 def workload_view(record: Record) -> WorkloadView:
-    spec = record.spec
-    started = _dig(record.computed, "started_at")
+    facts = spec_facts(record.spec)
+    started = (record.computed or {}).get("started_at")
     return WorkloadView(
         name=record.key.name,
         desired=Desired(record.desired),
-        replicas=replicas_of(spec),
+        replicas=facts.replicas,
         spec_hash=record.spec_hash,
-        restart_policy=RestartPolicy(_dig(spec, "config", "restartPolicy") or "Never"),
-        max_run_time_s=max_run_time_s(spec),
+        restart_policy=facts.restart_policy,
+        max_run_time_s=facts.max_run_time_s,
         started_at=float(started) if isinstance(started, int | float) else None,
     )
 
@@ -167,15 +203,15 @@ def booking_of(container: Record) -> Booking | None:
     computed = container.computed or {}
     if not container.node or computed.get("released"):
         return None
-    started = _dig(container.observed, "started_at")
-    limit = max_run_time_s(container.spec)
+    started = (container.observed or {}).get("started_at")
+    limit = spec_facts(container.spec).max_run_time_s
     ends_at = (
         float(started) + limit if isinstance(started, int | float) and limit is not None else None
     )
     return Booking(
         node=container.node,
-        gpu_indices=tuple(int(g) for g in computed.get("gpus") or ()),
-        cpu_ids=tuple(int(c) for c in computed.get("cpus") or ()),
+        gpu_indices=tuple(map(int, computed.get("gpus") or ())),
+        cpu_ids=tuple(map(int, computed.get("cpus") or ())),
         millicores=int(computed.get("millicores") or 0),
         memory_bytes=int(computed.get("memory") or 0),
         workload=(container.key.zone, container.key.workspace, container.parent),
@@ -184,14 +220,14 @@ def booking_of(container: Record) -> Booking | None:
 
 
 def gang_of(workload: Record, names: tuple[str, ...]) -> GangRequest:
-    spec = workload.spec
+    facts = spec_facts(workload.spec)
     return GangRequest(
         workload=workload_id(workload),
         replicas=names,
-        request=request_of(spec),
-        priority=int(spec.get("priority") or 0),
+        request=facts.request,
+        priority=facts.priority,
         submitted_at=workload.created_at,
-        max_run_time_s=max_run_time_s(spec),
+        max_run_time_s=facts.max_run_time_s,
     )
 
 

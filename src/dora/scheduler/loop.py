@@ -19,7 +19,11 @@ A pass
     3. Write bindings (each gang's group all or nothing, fenced, up to
        `BATCH_GROUPS` groups a transaction). A container created in this pass is
        created already bound: one write, not a create and then an update. Then write
-       pending reasons and phases only when they change, and record events.
+       pending reasons and phases only when they change, and record events. Batches
+       are handed to the store as they fill and awaited later (at most `IN_FLIGHT`
+       outstanding), so the store commits one while the pass computes the next.
+       Updates carry the snapshot's record as `Write.base`, so the store need not
+       read them back.
 
 The snapshot is refreshed from the zone's change feed between passes; the store is
 never scanned inside a pass.
@@ -35,6 +39,7 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -280,9 +285,10 @@ class Scheduler:
     async def pass_once(self) -> PassStats:
         """Reconcile what changed, place what is pending, write the results.
 
-        Writes go out in three batches (reconcile actions, bindings, statuses), each one
-        transaction on SQLite; a batch that hits a concurrent change is retried group by
-        group so one busy record does not hold back the rest.
+        Writes go out in batches of `BATCH_GROUPS` groups (reconcile actions first,
+        then bindings and statuses through one `_Pipeline`), each one transaction on
+        SQLite; a batch that hits a concurrent change is retried group by group so one
+        busy record does not hold back the rest.
         """
         started = time.perf_counter()
         stats = PassStats()
@@ -304,19 +310,26 @@ class Scheduler:
         # pass, the create carries the binding (one write instead of two).
         creates = [g for g in groups if g.create is not None]
         await self._flush([g for g in groups if g.create is None])
-        placed, pending = await self._place(now, creates)
-        stats.placed, stats.pending = placed, len(pending)
-        statuses = [
-            group
-            for name, (phase, message, started_at) in phases.items()
-            if (group := self._status(name, phase, message, pending.get(name), started_at))
-        ]
-        statuses += [
-            group
-            for name, reason in pending.items()
-            if name not in phases and (group := self._status(name, Phase.PENDING, "", reason, None))
-        ]
-        await self._flush(statuses)
+        # Bindings, then statuses, through one pipeline: the store commits a batch
+        # while the next is computed. Statuses do not depend on the bindings being
+        # written (they read the workload records and observed states, which bindings
+        # do not touch), so they are computed while the bindings are written.
+        pipe = _Pipeline(self)
+        try:
+            placed, pending = await self._place(now, creates, pipe)
+            stats.placed, stats.pending = placed, len(pending)
+            for name, (phase, message, started_at) in phases.items():
+                status = self._status(name, phase, message, pending.get(name), started_at)
+                if status is not None:
+                    await pipe.add(status)
+            for name, reason in pending.items():
+                if name not in phases:
+                    status = self._status(name, None, None, reason, None)
+                    if status is not None:
+                        await pipe.add(status)
+            await pipe.close()
+        finally:
+            await pipe.abandon()
         stats.seconds = time.perf_counter() - started
         self.passes += 1
         return stats
@@ -372,18 +385,17 @@ class Scheduler:
         new = Write(key, new=record)
         kind = action.kind
         if kind is ActionKind.CREATE:
-            return Group(owner, [new], [event], create=action.container)
+            return Group(owner, [new], [event], create=action.container, revisit=False)
         if container is None:
             return None
         version = container.version
         computed = container.computed or {}
         if kind is ActionKind.DRAIN:
-            writes = [Write(key, patch=Patch(desired="drain"), expected_version=version)]
+            writes = [_update(container, Patch(desired="drain"))]
         elif kind is ActionKind.DELETE:
             writes = [Write(key, delete=True, expected_version=version)]
         elif kind is ActionKind.RELEASE:
-            patch = Patch(computed={**computed, "released": True})
-            writes = [Write(key, patch=patch, expected_version=version)]
+            writes = [_update(container, Patch(computed={**computed, "released": True}))]
         elif kind is ActionKind.RECREATE:
             # A new record (new uid) in the same transaction: the old copy's node sees
             # its assignment gone and removes it; the new one is placed afresh.
@@ -392,30 +404,43 @@ class Scheduler:
             writes = [Write(key, delete=True, expected_version=version), new]
         else:  # MARK_FAILED
             patch = Patch(computed={**computed, "released": True, "lost": action.message})
-            writes = [Write(key, patch=patch, expected_version=version)]
+            writes = [_update(container, patch)]
         return Group(owner, writes, [event])
 
     async def _flush(self, groups: list[Group]) -> None:
         """Write `groups` in as few transactions as possible; a group that meets a
         concurrent change is dropped (its workload is looked at again next pass)."""
-        for start in range(0, len(groups), BATCH_GROUPS):
-            chunk = groups[start : start + BATCH_GROUPS]
-            await self._renew_if_due()
-            try:
-                await self._write(chunk)
-            except (Conflict, NotFound, AlreadyExists):
-                if len(chunk) == 1:
-                    self._dirty.add(chunk[0].workload)
-                    continue
-                for group in chunk:
-                    await self._flush([group])
+        pipe = _Pipeline(self)
+        try:
+            for group in groups:
+                await pipe.add(group)
+            await pipe.close()
+        finally:
+            await pipe.abandon()
 
-    async def _write(self, groups: list[Group]) -> None:
+    async def _retry(self, chunk: list[Group]) -> None:
+        """A batch met a concurrent change: write its groups one by one."""
+        if len(chunk) == 1:
+            self._dirty.add(chunk[0].workload)
+            return
+        for group in chunk:
+            await self._flush([group])
+
+    def _send(self, groups: list[Group]) -> asyncio.Task[list[Record | None]]:
+        """Hand one batch to the store (the transaction runs in its own time)."""
         writes = [w for g in groups for w in g.writes]
         events = [e for g in groups for e in g.events]
-        out = await self.store.batch(writes, actor=ACTOR, fence=self._fence(), events=events)
-        for write, record in zip(writes, out, strict=True):
-            self._note(write.key, record)
+        batch = self.store.batch(writes, actor=ACTOR, fence=self._fence(), events=events)
+        return asyncio.ensure_future(batch)
+
+    def _apply(self, groups: list[Group], out: list[Record | None]) -> None:
+        """Take a committed batch's records into the snapshot."""
+        records = iter(out)
+        for group in groups:
+            for write in group.writes:
+                workload = self.snapshot.put(write.key, next(records))
+                if group.revisit and workload is not None:
+                    self._dirty.add(workload)
 
     def _fence(self) -> Any:
         if self.lease is None:
@@ -450,34 +475,40 @@ class Scheduler:
                 queue.append(adapter.gang_of(workload, unplaced))
         return queue
 
-    async def _place(self, now: float, creates: list[Group]) -> tuple[int, dict[Name, str]]:
+    async def _place(
+        self, now: float, creates: list[Group], pipe: _Pipeline
+    ) -> tuple[int, dict[Name, str]]:
+        """Place every pending gang; bindings (and the creates of gangs left pending)
+        go into ``pipe``. Returns the replicas placed and each pending gang's reason."""
         fresh: dict[Name, dict[str, Group]] = {}
         for group in creates:
             assert group.create is not None
             fresh.setdefault(group.workload, {})[group.create] = group
         queue = self._queue(fresh)
         if not queue:
-            await self._flush(creates)
+            for group in creates:
+                await pipe.add(group)
             return 0, {}
         nodes = [
             adapter.node_view(n, now, self.settings.ready_s) for n in self.snapshot.nodes.values()
         ]
         state = ClusterState(nodes, self._bookings())
         result = place_many(state, queue, now, self.rng)
-        groups: list[Group] = []
         placed = 0
         for gang_result in result.placed:
             _, workspace, workload = gang_result.gang.workload
             new = fresh.pop((workspace, workload), {})
             binding = self._binding(gang_result.gang, gang_result.bookings, new)
             if binding is not None:
-                groups.append(binding)
+                await pipe.add(binding)
                 placed += len(binding.writes)
             else:
-                groups += new.values()
+                for group in new.values():
+                    await pipe.add(group)
         # Creates of gangs left pending: written unplaced.
-        groups += [g for new in fresh.values() for g in new.values()]
-        await self._flush(groups)
+        for new in fresh.values():
+            for group in new.values():
+                await pipe.add(group)
         pending: dict[Name, str] = {}
         for gang_result in result.pending:
             _, workspace, workload = gang_result.gang.workload
@@ -508,29 +539,40 @@ class Scheduler:
             if earlier and earlier.get("recreations"):
                 computed["recreations"] = earlier["recreations"]
             if new is not None and created is not None:
-                bound = replace(new, node=booking.node, computed=computed)
+                bound = NewRecord(
+                    key=new.key,
+                    spec=new.spec,
+                    owner=new.owner,
+                    meta=new.meta,
+                    desired=new.desired,
+                    computed=computed,
+                    observed=new.observed,
+                    node=booking.node,
+                    parent=new.parent,
+                )
                 writes.append(Write(new.key, new=bound))
                 events += created.events
                 key = new.key
             elif container is not None:
-                patch = Patch(node=booking.node, computed=computed)
                 key = container.key
-                writes.append(Write(key, patch=patch, expected_version=container.version))
+                writes.append(_update(container, Patch(node=booking.node, computed=computed)))
             gpus = f" with GPUs {list(booking.gpu_indices)}" if booking.gpu_indices else ""
             message = f"placed on node {booking.node}{gpus}"
             events.append(Event(key, "Placed", message, ACTOR, self.clock()))
-        return Group((workspace, workload), writes, events)
+        return Group((workspace, workload), writes, events, revisit=False)
 
     def _status(
         self,
         name: Name,
-        phase: Phase,
-        message: str,
+        phase: Phase | None,
+        message: str | None,
         reason: str | None,
         started_at: float | None,
     ) -> Group | None:
         """The workload's computed status, when it changed (with a Queued event when
-        the pending reason did)."""
+        the pending reason did). ``phase``/``message`` None: the workload was not
+        reconciled in this pass, so they are what it last wrote (only the pending
+        reason and the running count are new)."""
         workload = self.snapshot.workloads.get(name)
         if workload is None:
             return None
@@ -538,12 +580,12 @@ class Scheduler:
         running = sum(
             1
             for c in self.snapshot.containers_of(name)
-            if (c.observed or {}).get("state") == "running"
+            if c.observed and c.observed.get("state") == "running"
         )
         values: dict[str, Any] = {
-            "phase": phase.value,
+            "phase": phase.value if phase else current.get("phase", Phase.PENDING.value),
             "running": running,
-            "message": message,
+            "message": current.get("message", "") if message is None else message,
             "reason": reason,
         }
         if started_at is not None and current.get("started_at") is None:
@@ -553,9 +595,8 @@ class Scheduler:
         events = []
         if reason and reason != current.get("reason"):
             events.append(Event(workload.key, "Queued", reason, ACTOR, self.clock()))
-        patch = Patch(computed={**current, **values})
-        write = Write(workload.key, patch=patch, expected_version=workload.version)
-        return Group(name, [write], events)
+        write = _update(workload, Patch(computed={**current, **values}))
+        return Group(name, [write], events, revisit=False)
 
 
 @dataclass
@@ -568,10 +609,77 @@ class Group:
     events: list[Event] = field(default_factory=list)
     create: str | None = None
     """The container this group only creates (unplaced): the pass may bind it first."""
+    revisit: bool = True
+    """Reconcile the workload again once written. Not needed after a create, a binding
+    or a status: reconcile already counted those in, and would decide the same again
+    (placement looks at every pending gang each pass anyway). Needed after drains,
+    deletes and releases, which can unblock the next step (e.g. the new gang's creates).
+    """
+
+
+def _update(record: Record, patch: Patch) -> Write:
+    """A compare-and-set of ``patch`` on the snapshot's ``record`` (also its base)."""
+    return Write(record.key, patch=patch, expected_version=record.version, base=record)
 
 
 BATCH_GROUPS = 500
 """Groups per transaction: big enough to amortise, small enough to keep locks short."""
+IN_FLIGHT = 3
+"""Batches handed to the store and not yet committed, at most: enough to keep the
+store's writer busy while the pass computes; few, so a lease renewal (queued behind
+them) is not held up for long."""
+
+
+class _Pipeline:
+    """Groups written in order, `BATCH_GROUPS` a transaction, while the caller goes
+    on computing: a full batch is handed to the store at once and awaited only when
+    `IN_FLIGHT` are outstanding (or at `close`). Each batch is fenced and all or
+    nothing per group as before; a batch that meets a concurrent change is retried
+    group by group (`Scheduler._retry`) when its turn comes, after the later ones,
+    which is fine: groups are independent by construction."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+        self._buffer: list[Group] = []
+        self._flight: deque[tuple[list[Group], asyncio.Task[list[Record | None]]]] = deque()
+
+    async def add(self, group: Group) -> None:
+        self._buffer.append(group)
+        if len(self._buffer) >= BATCH_GROUPS:
+            await self._submit()
+
+    async def close(self) -> None:
+        """Write what is buffered and wait for every batch."""
+        if self._buffer:
+            await self._submit()
+        while self._flight:
+            await self._settle_oldest()
+
+    async def abandon(self) -> None:
+        """After an error: wait for the batches still outstanding (their SQL runs
+        anyway) and keep what they wrote; their errors are not raised again."""
+        self._buffer = []
+        while self._flight:
+            chunk, task = self._flight.popleft()
+            with contextlib.suppress(Exception):
+                self._scheduler._apply(chunk, await task)
+
+    async def _submit(self) -> None:
+        chunk, self._buffer = self._buffer, []
+        while len(self._flight) >= IN_FLIGHT:
+            await self._settle_oldest()
+        await self._scheduler._renew_if_due()
+        self._flight.append((chunk, self._scheduler._send(chunk)))
+        await asyncio.sleep(0)  # let the batch reach the store's writer now
+
+    async def _settle_oldest(self) -> None:
+        chunk, task = self._flight.popleft()
+        try:
+            out = await task
+        except (Conflict, NotFound, AlreadyExists):
+            await self._scheduler._retry(chunk)
+        else:
+            self._scheduler._apply(chunk, out)
 
 
 _WATCHED = frozenset(("Workload", "Container", "Node", "Volume", "Storage"))

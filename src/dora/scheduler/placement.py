@@ -321,8 +321,20 @@ class NodeState:
         """Take what ``booking`` holds. Existing bookings are trusted not to overlap."""
         for index in booking.gpu_indices:
             self._take_gpu(index)
+        # `_take_cpu` inlined: the hot loop (a pinned GPU booking holds k CPUs per GPU).
+        free_cpus, cpu_gpu = self.free_cpus, self.shape.cpu_gpu
         for cpu in booking.cpu_ids:
-            self._take_cpu(cpu)
+            if cpu not in free_cpus:
+                continue
+            free_cpus.discard(cpu)
+            owner = cpu_gpu.get(cpu)
+            if owner is None:
+                continue
+            self.slice_busy[owner] += 1
+            pinnable = self.pinnable[self.shape.gpu_model[owner]]
+            if owner in pinnable:
+                pinnable.discard(owner)
+                self.n_pinnable -= 1
         self.millicores_used += booking.millicores
         self.memory_free -= booking.memory_bytes
         if booking.workload is not None:

@@ -129,6 +129,10 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Record:
+    """A stored record. Treat it, parts included, as read-only: a record returned by a
+    write may share its dicts with what the caller gave (`NewRecord`, `Patch`,
+    `Write.base`), so mutating one changes the other."""
+
     key: Key
     uid: str
     """Random id fixed at creation; a re-created resource gets a new one."""
@@ -258,6 +262,12 @@ class Write:
     expected_version: int | None = None
     new: NewRecord | None = None
     delete: bool = False
+    base: Record | None = None
+    """Updates only, optional: the record as the caller read it at
+    ``expected_version``, unmodified. A hint, never a condition: the update succeeds
+    or fails exactly as without it, but a backend may build the returned record from
+    ``base`` and the patch instead of reading it back (SQLite does, when the stored
+    record still has base's uid and version; CQL ignores it)."""
 
 
 # --------------------------------------------------------------------------- protocol
