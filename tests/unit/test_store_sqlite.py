@@ -256,6 +256,56 @@ async def test_many_waiters_share_one_watcher_and_all_see_another_writer(
     await waiting_store.close()
 
 
+async def test_a_write_wakes_only_the_waiters_of_its_zone(tmp_path: Path) -> None:
+    # A slow watcher, so only the store's own wake-up after a write could wake anyone.
+    store = SqliteStore(tmp_path / "t.sqlite3", poll_interval=60)
+    await store.init()
+    head = await store.head("z1")
+    waiting = asyncio.create_task(store.wait_changes("z1", after=head, max_wait=30))
+    await until(lambda: len(store._waiters) == 1)
+    (parked,) = store._waiters
+    other_zone = NewRecord(key=Key("Container", "z2", "w1", "b"), spec={"image": "x"}, owner="o")
+    await store.create(other_zone, actor="x")
+    for _ in range(20):  # let any wake-up scheduled by the write run
+        await asyncio.sleep(0)
+    assert not parked.done() and list(store._waiters) == [parked]
+    await store.create(new("a"), actor="x")
+    changes = await asyncio.wait_for(waiting, 5)
+    assert [c.key.name for c in changes] == ["a"]
+    await store.close()
+
+
+async def test_the_watcher_wakes_only_the_waiters_of_a_zone_another_process_wrote(
+    tmp_path: Path,
+) -> None:
+    waiting_store = SqliteStore(tmp_path / "t.sqlite3", poll_interval=0.01)
+    writer = SqliteStore(tmp_path / "t.sqlite3")
+    await waiting_store.init()
+    head = await waiting_store.head("z1")
+    waiting = asyncio.create_task(waiting_store.wait_changes("z1", after=head, max_wait=30))
+    await until(lambda: len(waiting_store._waiters) == 1)
+    (parked,) = waiting_store._waiters
+    other_zone = NewRecord(key=Key("Container", "z2", "w1", "b"), spec={"image": "x"}, owner="o")
+    await writer.create(other_zone, actor="x")
+    # The watcher probes every 10 ms: after 20 of its probes the waiter still sleeps.
+    probes = 0
+    read = waiting_store._read
+
+    async def counted(fn: Any, **kw: Any) -> Any:
+        nonlocal probes
+        probes += 1
+        return await read(fn, **kw)
+
+    waiting_store._read = counted  # type: ignore[method-assign]
+    await until(lambda: probes >= 20)
+    assert not parked.done() and list(waiting_store._waiters) == [parked]
+    await writer.create(new("a"), actor="x")
+    changes = await asyncio.wait_for(waiting, 5)
+    assert [c.key.name for c in changes] == ["a"]
+    await writer.close()
+    await waiting_store.close()
+
+
 def query_plans(db: Path, read: Callable[[sqlite3.Connection], object]) -> list[str]:
     """EXPLAIN QUERY PLAN of every statement `read` runs, one text per statement."""
     conn = sqlite3.connect(db)

@@ -56,7 +56,7 @@ def api_cmd(
     import uvicorn
 
     from dora.api.app import create_app
-    from dora.api.serve import StoppableServer
+    from dora.api.serve import StoppableServer, loop_factory
     from dora.api.settings import ApiSettings, SettingsError
     from dora.store import StoreError
     from dora.store.config import StoreSettings, open_store
@@ -98,7 +98,8 @@ def api_cmd(
         await StoppableServer(app, config).serve()
 
     try:
-        asyncio.run(run())
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(run())
     except (SettingsError, StoreError) as exc:
         raise _fail(str(exc)) from None
 

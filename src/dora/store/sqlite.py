@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import re
 import sqlite3
@@ -428,6 +429,12 @@ def _rx_feed_end(conn: sqlite3.Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _rx_zone_ends(conn: sqlite3.Connection, zones: frozenset[str]) -> dict[str, int]:
+    """The newest position of each of `zones`: its newest seq, or its last trimmed one
+    (so a waiter whose next change was trimmed already is woken to find out)."""
+    return {zone: int(_rx_head(conn, zone)) for zone in zones}
+
+
 def _rx_changes(
     conn: sqlite3.Connection, zone: str, after: Cursor | None, limit: int
 ) -> list[Change]:
@@ -484,8 +491,10 @@ class SqliteStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        # wait_changes callers: their wake-up future → the feed end they last probed.
-        self._waiters: dict[asyncio.Future[None], int] = {}
+        # wait_changes callers: their wake-up future → (zone, the feed end they probed).
+        self._waiters: dict[asyncio.Future[None], tuple[str, int]] = {}
+        # Zones the running write transaction appended to the feed (writer thread only).
+        self._tx_zones: set[str] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -535,7 +544,10 @@ class SqliteStore:
         return conn
 
     # thread bodies ----------------------------------------------------------
-    def _write_sync(self, fn: WriteTx[T]) -> T:
+    def _write_sync(self, fn: WriteTx[T]) -> tuple[T, frozenset[str]]:
+        """Run `fn` in one write transaction; its result and the zones whose feed it
+        appended to (whose `wait_changes` callers to wake)."""
+        self._tx_zones = set()
         try:
             conn = self._conn(writer=True)
             conn.execute("BEGIN IMMEDIATE")
@@ -548,7 +560,7 @@ class SqliteStore:
                 raise
         except sqlite3.Error as exc:
             raise _store_error(exc) from exc
-        return result
+        return result, frozenset(self._tx_zones)
 
     def _read_sync(self, fn: ReadTx[T], snapshot: bool) -> T:
         try:
@@ -571,37 +583,45 @@ class SqliteStore:
     async def _write(self, fn: WriteTx[T]) -> T:
         self._check_open()
         loop = asyncio.get_running_loop()
+        zones: frozenset[str] | None = None  # unknown (failed, or cancelled): wake all
         try:
-            return await loop.run_in_executor(self._writer, self._write_sync, fn)
+            result, zones = await loop.run_in_executor(self._writer, self._write_sync, fn)
+            return result
         finally:
-            self._notify()
+            self._notify(zones)
 
     async def _read(self, fn: ReadTx[T], *, snapshot: bool = False) -> T:
         self._check_open()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._read_sync, fn, snapshot)
 
-    def _notify(self) -> None:
-        """Wake this store's `wait_changes` callers: a write of ours just committed."""
-        for fut in list(self._waiters):
-            _wake(fut)
+    def _notify(self, zones: frozenset[str] | None = None) -> None:
+        """Wake this store's `wait_changes` callers: a write of ours just committed
+        changes in `zones` (None: maybe anywhere). A waiter on another zone sleeps on:
+        e.g. the API's identity cache, which follows the global zone, is not woken by
+        every workload applied."""
+        for fut, (zone, _) in list(self._waiters.items()):
+            if zones is None or zone in zones:
+                _wake(fut)
 
     def _ensure_watcher(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._watcher is None or self._watcher.done():
             self._watcher = loop.create_task(self._watch(), name=f"watch {self.path}")
 
     async def _watch(self) -> None:
-        """Probe the feed's end every poll_interval while anyone waits; wake waiters
-        that probed before a newer change. One probe per store, however many waiters:
-        this is how writes of *other* processes are noticed."""
+        """Probe the feed's end in each waited-on zone every poll_interval while anyone
+        waits; wake waiters that probed before a newer change of their zone. One probe
+        per store, however many waiters: this is how writes of *other* processes are
+        noticed."""
         try:
             while self._waiters:
                 await asyncio.sleep(self._poll)
                 if not self._waiters:
                     break
-                end = await self._read(_rx_feed_end)
-                for fut, probed in list(self._waiters.items()):
-                    if end > probed:
+                zones = frozenset(zone for zone, _ in self._waiters.values())
+                ends = await self._read(functools.partial(_rx_zone_ends, zones=zones))
+                for fut, (zone, probed) in list(self._waiters.items()):
+                    if ends.get(zone, 0) > probed:
                         _wake(fut)
         except StoreError:  # closed (or broken): the waiters probe again and find out
             self._notify()
@@ -618,6 +638,7 @@ class SqliteStore:
         parts: Sequence[str],
         now: float,
     ) -> None:
+        self._tx_zones.add(key.zone)
         cur = conn.execute(
             "INSERT INTO feed (zone, op, kind, workspace, name, version, parts, at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -852,7 +873,7 @@ class SqliteStore:
             # Any change past `end` (ours, or another process's seen by the watcher)
             # wakes us to probe again; a change in another zone just costs a probe.
             woken: asyncio.Future[None] = loop.create_future()
-            self._waiters[woken] = end
+            self._waiters[woken] = (zone, end)
             self._ensure_watcher(loop)
             try:
                 await asyncio.wait([woken], timeout=remaining)
