@@ -71,6 +71,28 @@ async def test_file_is_wal_and_synchronous_is_as_configured(tmp_path: Path) -> N
         raw.close()
 
 
+async def test_writes_are_checkpointed_in_the_background_not_in_the_commit(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.sqlite3"
+    s = SqliteStore(db)
+    await s.init()
+    pages = await s._write(lambda c, now: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    assert pages == backend.BACKSTOP_PAGES  # SQLite's checkpoint in a commit: a backstop
+    size = db.stat().st_size
+    # A few hundred WAL pages: far below the 1000 at which a commit would checkpoint.
+    for i in range(backend.CHECKPOINT_COMMITS + 1):
+        await s.create(new(f"c{i}"), actor="x")
+    # The checkpoint thread copied the log into the database file (which grew).
+    await until(lambda: db.stat().st_size > size)
+    raw = sqlite3.connect(db)
+    (busy, log_frames, done) = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    raw.close()
+    assert busy == 0 and done == log_frames
+    await s.close()
+    assert not s._checkpointer._threads or all(not t.is_alive() for t in s._checkpointer._threads)
+
+
 async def test_init_is_idempotent_and_is_initialized_reports_it(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "t.sqlite3")
     assert not await s.is_initialized()
