@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -171,12 +172,33 @@ class Result:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; NaN elsewhere)."""
+    """User + system CPU time so far of a process and its children (`--workers`)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+        return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+    except psutil.Error:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_workers(api: ApiProcess, workers: int, timeout: float = 30.0) -> None:
+    """Until `workers` worker processes listen on the API's port (`--workers` > 1)."""
+    assert api.proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = psutil.Process(api.proc.pid).children()
+        listening = [
+            c
+            for c in children
+            if any(
+                s.status == psutil.CONN_LISTEN and s.laddr.port == api.port
+                for s in c.net_connections(kind="tcp")
+            )
+        ]
+        if len(listening) == workers:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"not all {workers} API workers listen after {timeout} s")
 
 
 # --------------------------------------------------------------------- the clients
@@ -390,6 +412,9 @@ def main() -> None:
         default="raw",
         help="raw: a minimal HTTP/1.1 client (default); httpx: the first bench's client",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="`dora server api --workers N` (default 1)"
+    )
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_floor:
@@ -397,10 +422,13 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="dora-bench-api-") as tmp:
         env = {"DORA_RATE_PER_S": "1000000000", "DORA_RATE_BURST": "1000000000"}
-        api = ApiProcess(Path(tmp), env=env, name="bench")
+        server_args = ["--workers", str(args.workers)] if args.workers > 1 else []
+        api = ApiProcess(Path(tmp), env=env, name="bench", args=server_args)
         floor = FloorProcess(Path(tmp) / "floor.log")
         try:
             api.start().wait_ready()
+            if args.workers > 1:
+                wait_workers(api, args.workers)
             floor.wait_ready()
             token = api.admin_token()
             with api.client(token) as admin:
@@ -414,7 +442,8 @@ def main() -> None:
                 )
             print(
                 f"server: {api.url} (SQLite in {tmp}); floor: {floor.url}; "
-                f"list of {args.workloads} workloads; cpus: {os.cpu_count()}; client: {args.client}"
+                f"list of {args.workloads} workloads; cpus: {os.cpu_count()}; "
+                f"client: {args.client}; workers: {args.workers}"
             )
             with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 runner.run(bench(api, token, floor, args))
