@@ -145,6 +145,42 @@ async def test_processes_initialising_a_fresh_file_at_once_all_succeed(tmp_path:
                 await proc.wait()
 
 
+async def test_a_writer_retries_its_begin_while_another_process_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.sqlite3"
+    store = SqliteStore(db, busy_timeout=30)
+    await store.init()
+    conn = await store._write(lambda c, now: c)  # the writer thread's connection
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # not SQLite's handler
+    begins: list[str] = []
+    conn.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    other = sqlite3.connect(db, isolation_level=None)  # stands in for another process
+    other.execute("BEGIN IMMEDIATE")
+    creating = asyncio.create_task(store.create(new("a"), actor="x"))
+    await until(lambda: len(begins) >= 3)  # tried, and tried again, in small steps
+    assert not creating.done()
+    other.execute("COMMIT")
+    created = await asyncio.wait_for(creating, 5)
+    assert created.key.name == "a"
+    conn.set_trace_callback(None)
+    other.close()
+    await store.close()
+
+
+async def test_a_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    db = tmp_path / "t.sqlite3"
+    store = SqliteStore(db, busy_timeout=0.2)
+    await store.init()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreError, match="database busy"):
+        await asyncio.wait_for(store.create(new("a"), actor="x"), 10)
+    other.execute("ROLLBACK")
+    other.close()
+    await store.close()
+
+
 async def test_closed_store_refuses_calls_and_wakes_waiters(store: SqliteStore) -> None:
     head = await store.head("z1")
     waiting = asyncio.create_task(store.wait_changes("z1", after=head, max_wait=30))
