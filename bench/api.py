@@ -2,12 +2,14 @@
 the framework floor, in one run.
 
     .venv/bin/python bench/api.py [--requests 2000] [--seconds 5] [--workloads 20]
+                                  [--client raw|httpx] [--workers N]
 
 Starts a real ``dora server api`` process (SQLite in a temporary directory, bound to
-127.0.0.1) and, beside it, a bare ASGI endpoint served by uvicorn with the settings
-`dora server api` uses (same host, log level and access log, no proxy headers): the
-most any route of this framework can do on this machine. Then, with httpx async
-clients on 127.0.0.1 (each level bounded by a request count and a time limit):
+127.0.0.1; ``--workers N`` passes ``--workers N`` to it) and, beside it, a bare ASGI
+endpoint served by uvicorn with the settings `dora server api` uses (same host, log
+level and access log, no proxy headers, uvloop): the most any route of this
+framework can do on this machine. Then, from clients on 127.0.0.1 (each level
+bounded by a request count and a time limit):
 
 * ``get``   — ``GET /v1/resources/workload`` (a list of ``--workloads`` workloads),
               authenticated, the per-request path every client takes;
@@ -15,10 +17,13 @@ clients on 127.0.0.1 (each level bounded by a request count and a time limit):
               first spec version and a ``Created`` event, all written to SQLite);
 * ``floor`` — ``GET /`` of the bare endpoint (a small JSON body).
 
-Each client loop has its own httpx client and connection. The same client drives
-all three, so on a small machine the floor is partly the client's own limit; the
-table's last column (server CPU per request, from /proc, all threads) is the figure
-that does not depend on the client or on other load on the machine.
+Each client loop has its own connection (HTTP/1.1 keep-alive). The default client
+(``raw``) writes each request's bytes and reads the answer by its Content-Length:
+~0.1 ms of CPU per request, where httpx (``--client httpx``, the bench's first
+client) spends ~2 ms, as much as the server, on the same two cores. The same client
+drives all three targets. The table shows server CPU per request (from /proc, all
+threads and workers) and the bench's own: the figures that do not depend on other
+load on the machine.
 
 The rate limit is raised for the run (`DORA_RATE_PER_S`): the bench measures the
 server, not the limiter. It prints a table, then a last line::
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -45,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -128,6 +135,15 @@ class FloorProcess:
 # --------------------------------------------------------------------- the load
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the bench's own loop where installed: the same for every target."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 @dataclass
 class Result:
     name: str
@@ -137,11 +153,17 @@ class Result:
     seconds: float
     latencies_ms: list[float]
     server_cpu_s: float = float("nan")
+    client_cpu_s: float = float("nan")
 
     @property
     def cpu_ms(self) -> float:
         """Server CPU (all its threads) per request."""
         return self.server_cpu_s / self.requests * 1000 if self.requests else float("nan")
+
+    @property
+    def client_cpu_ms(self) -> float:
+        """The bench's own CPU per request (it shares the machine with the server)."""
+        return self.client_cpu_s / self.requests * 1000 if self.requests else float("nan")
 
     @property
     def rps(self) -> float:
@@ -154,16 +176,112 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-Request = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
-
-
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; NaN elsewhere)."""
+    """User + system CPU time so far of a process and its children (`--workers`)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+        return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+    except psutil.Error:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_workers(api: ApiProcess, workers: int, timeout: float = 30.0) -> None:
+    """Until `workers` worker processes listen on the API's port (`--workers` > 1)."""
+    assert api.proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = psutil.Process(api.proc.pid).children()
+        listening = [
+            c
+            for c in children
+            if any(
+                s.status == psutil.CONN_LISTEN and s.laddr.port == api.port
+                for s in c.net_connections(kind="tcp")
+            )
+        ]
+        if len(listening) == workers:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"not all {workers} API workers listen after {timeout} s")
+
+
+# --------------------------------------------------------------------- the clients
+
+
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client on one connection: the request bytes are
+    written as they are, the answer is read by its Content-Length (or its chunks).
+    It spends a few tens of microseconds of CPU per request where httpx spends ~2 ms,
+    so on a small machine the figures are the server's, not the client's."""
+
+    def __init__(self, host: str, port: int, token: str | None) -> None:
+        self.host, self.port = host, port
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self._head = f"Host: {host}:{port}\r\n{auth}".encode()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> RawClient:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> int:
+        """Send one request, read the whole answer; its status."""
+        assert self._reader is not None and self._writer is not None
+        line = f"{method} {path} HTTP/1.1\r\n".encode()
+        if body is None:
+            self._writer.write(line + self._head + b"\r\n")
+        else:
+            length = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            self._writer.write(line + self._head + length.encode() + body)
+        head = (await self._reader.readuntil(b"\r\n\r\n")).lower()
+        status = int(head[9:12])
+        at = head.find(b"content-length:")
+        if at >= 0:
+            await self._reader.readexactly(int(head[at + 15 : head.index(b"\r\n", at)]))
+        elif b"transfer-encoding: chunked" in head:
+            while size := int((await self._reader.readuntil(b"\r\n"))[:-2], 16):
+                await self._reader.readexactly(size + 2)
+            await self._reader.readuntil(b"\r\n")
+        if b"connection: close" in head:
+            await self.__aexit__()
+            await self.__aenter__()
+        return status
+
+
+class HttpxClient:
+    """The same interface over httpx (`--client httpx`: what the bench used first)."""
+
+    def __init__(self, host: str, port: int, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        self._client = httpx.AsyncClient(
+            base_url=f"http://{host}:{port}", headers=headers, limits=limits, timeout=30
+        )
+
+    async def __aenter__(self) -> HttpxClient:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._client.__aexit__(None, None, None)
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> int:
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        r = await self._client.request(method, path, content=body, headers=headers)
+        return r.status_code
+
+
+Client = RawClient | HttpxClient
+CLIENTS: dict[str, type[RawClient] | type[HttpxClient]] = {"raw": RawClient, "httpx": HttpxClient}
+Request = Callable[[Client, int], Awaitable[int]]
 
 
 async def drive(
@@ -176,60 +294,62 @@ async def drive(
     total: int,
     seconds: float,
     server_pid: int,
+    client_kind: str = "raw",
     expect: int = 200,
 ) -> Result:
-    """`clients` concurrent loops, each with its own client and connection (httpx's
-    shared pool slows down with many connections), until `total` requests are sent or
-    `seconds` have passed."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    """`clients` concurrent loops, each with its own client and connection, until
+    `total` requests are sent or `seconds` have passed."""
+    url = httpx.URL(base_url)
     latencies: list[float] = []
     errors = 0
     sent = 0
     async with contextlib.AsyncExitStack() as stack:
         pool = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=30)
-            )
+            await stack.enter_async_context(CLIENTS[client_kind](url.host, url.port or 80, token))
             for _ in range(clients)
         ]
         # Warm up every connection (and the server's caches) before measuring.
         await asyncio.gather(*(make_request(c, -1 - i) for i, c in enumerate(pool)))
-        cpu_start = cpu_seconds(server_pid)
+        cpu_start, own_start = cpu_seconds(server_pid), time.process_time()
         start = time.perf_counter()
         deadline = start + seconds
 
-        async def loop(client: httpx.AsyncClient) -> None:
+        async def loop(client: Client) -> None:
             nonlocal errors, sent
             while sent < total and time.perf_counter() < deadline:
                 n = sent
                 sent += 1
                 t0 = time.perf_counter()
-                r = await make_request(client, n)
+                status = await make_request(client, n)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                if r.status_code != expect:
+                if status != expect:
                     errors += 1
 
         await asyncio.gather(*(loop(c) for c in pool))
         elapsed = time.perf_counter() - start
         cpu = cpu_seconds(server_pid) - cpu_start
-    return Result(name, clients, len(latencies), errors, elapsed, latencies, cpu)
+        own = time.process_time() - own_start
+    return Result(name, clients, len(latencies), errors, elapsed, latencies, cpu, own)
 
 
-def list_request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
-    return client.get("/v1/resources/workload", params={"workspace": WORKSPACE})
+LIST_PATH = f"/v1/resources/workload?workspace={WORKSPACE}"
+
+
+def list_request(client: Client, n: int) -> Awaitable[int]:
+    return client.request("GET", LIST_PATH)
 
 
 def apply_request(run_id: str) -> Request:
-    def request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
+    def request(client: Client, n: int) -> Awaitable[int]:
         name = f"a{run_id}-{'w' if n < 0 else ''}{abs(n)}"
-        return client.post("/v1/apply", json=workload_doc(name, workspace=APPLY_WORKSPACE))
+        body = json.dumps(workload_doc(name, workspace=APPLY_WORKSPACE)).encode()
+        return client.request("POST", "/v1/apply", body)
 
     return request
 
 
-def floor_request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
-    return client.get("/")
+def floor_request(client: Client, n: int) -> Awaitable[int]:
+    return client.request("GET", "/")
 
 
 # --------------------------------------------------------------------- main
@@ -238,13 +358,14 @@ def floor_request(client: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response
 def print_table(results: list[Result]) -> None:
     print(
         f"{'test':<6} {'clients':>7} {'requests':>8} {'errors':>6} {'rps':>9} "
-        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'server cpu ms/req':>18}"
+        f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'server cpu ms/req':>18} "
+        f"{'client cpu ms/req':>18}"
     )
     for r in results:
         print(
             f"{r.name:<6} {r.clients:>7} {r.requests:>8} {r.errors:>6} {r.rps:>9.0f} "
             f"{r.pct(0.50):>8.2f} {r.pct(0.99):>8.2f} {max(r.latencies_ms):>8.2f} "
-            f"{r.cpu_ms:>18.2f}"
+            f"{r.cpu_ms:>18.2f} {r.client_cpu_ms:>18.2f}"
         )
 
 
@@ -269,6 +390,7 @@ async def bench(api: ApiProcess, token: str, floor: FloorProcess, args: argparse
                     total=total,
                     seconds=args.seconds,
                     server_pid=server_pid,
+                    client_kind=args.client,
                 )
             )
     print_table(results)
@@ -289,6 +411,15 @@ def main() -> None:
     parser.add_argument("--apply-requests", type=int, default=1000, help="per level, apply")
     parser.add_argument("--seconds", type=float, default=5.0, help="time limit per level")
     parser.add_argument("--workloads", type=int, default=20, help="workloads in the list")
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="raw",
+        help="raw: a minimal HTTP/1.1 client (default); httpx: the first bench's client",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="`dora server api --workers N` (default 1)"
+    )
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_floor:
@@ -296,10 +427,13 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="dora-bench-api-") as tmp:
         env = {"DORA_RATE_PER_S": "1000000000", "DORA_RATE_BURST": "1000000000"}
-        api = ApiProcess(Path(tmp), env=env, name="bench")
+        server_args = ["--workers", str(args.workers)] if args.workers > 1 else []
+        api = ApiProcess(Path(tmp), env=env, name="bench", args=server_args)
         floor = FloorProcess(Path(tmp) / "floor.log")
         try:
             api.start().wait_ready()
+            if args.workers > 1:
+                wait_workers(api, args.workers)
             floor.wait_ready()
             token = api.admin_token()
             with api.client(token) as admin:
@@ -313,9 +447,11 @@ def main() -> None:
                 )
             print(
                 f"server: {api.url} (SQLite in {tmp}); floor: {floor.url}; "
-                f"list of {args.workloads} workloads; cpus: {os.cpu_count()}"
+                f"list of {args.workloads} workloads; cpus: {os.cpu_count()}; "
+                f"client: {args.client}; workers: {args.workers}"
             )
-            asyncio.run(bench(api, token, floor, args))
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                runner.run(bench(api, token, floor, args))
         finally:
             floor.stop()
             api.stop()

@@ -90,8 +90,10 @@ class ApiProcess:
         env: Mapping[str, str] | None = None,
         name: str = "api",
         port: int | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.data_dir = data_dir
+        self.args = list(args)
         self.name = name
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -115,7 +117,7 @@ class ApiProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         cmd = [sys.executable, "-m", "dora.cli.main", "server", "api"]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(
             cmd,
             env=self.env,

@@ -71,6 +71,28 @@ async def test_file_is_wal_and_synchronous_is_as_configured(tmp_path: Path) -> N
         raw.close()
 
 
+async def test_writes_are_checkpointed_in_the_background_not_in_the_commit(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.sqlite3"
+    s = SqliteStore(db)
+    await s.init()
+    pages = await s._write(lambda c, now: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    assert pages == backend.BACKSTOP_PAGES  # SQLite's checkpoint in a commit: a backstop
+    size = db.stat().st_size
+    # A few hundred WAL pages: far below the 1000 at which a commit would checkpoint.
+    for i in range(backend.CHECKPOINT_COMMITS + 1):
+        await s.create(new(f"c{i}"), actor="x")
+    # The checkpoint thread copied the log into the database file (which grew).
+    await until(lambda: db.stat().st_size > size)
+    raw = sqlite3.connect(db)
+    (busy, log_frames, done) = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    raw.close()
+    assert busy == 0 and done == log_frames
+    await s.close()
+    assert not s._checkpointer._threads or all(not t.is_alive() for t in s._checkpointer._threads)
+
+
 async def test_init_is_idempotent_and_is_initialized_reports_it(tmp_path: Path) -> None:
     s = SqliteStore(tmp_path / "t.sqlite3")
     assert not await s.is_initialized()
@@ -121,6 +143,42 @@ async def test_processes_initialising_a_fresh_file_at_once_all_succeed(tmp_path:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_a_writer_retries_its_begin_while_another_process_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "t.sqlite3"
+    store = SqliteStore(db, busy_timeout=30)
+    await store.init()
+    conn = await store._write(lambda c, now: c)  # the writer thread's connection
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # not SQLite's handler
+    begins: list[str] = []
+    conn.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    other = sqlite3.connect(db, isolation_level=None)  # stands in for another process
+    other.execute("BEGIN IMMEDIATE")
+    creating = asyncio.create_task(store.create(new("a"), actor="x"))
+    await until(lambda: len(begins) >= 3)  # tried, and tried again, in small steps
+    assert not creating.done()
+    other.execute("COMMIT")
+    created = await asyncio.wait_for(creating, 5)
+    assert created.key.name == "a"
+    conn.set_trace_callback(None)
+    other.close()
+    await store.close()
+
+
+async def test_a_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    db = tmp_path / "t.sqlite3"
+    store = SqliteStore(db, busy_timeout=0.2)
+    await store.init()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreError, match="database busy"):
+        await asyncio.wait_for(store.create(new("a"), actor="x"), 10)
+    other.execute("ROLLBACK")
+    other.close()
+    await store.close()
 
 
 async def test_closed_store_refuses_calls_and_wakes_waiters(store: SqliteStore) -> None:
@@ -252,6 +310,56 @@ async def test_many_waiters_share_one_watcher_and_all_see_another_writer(
     await writer.create(new("a"), actor="x")
     results = await asyncio.wait_for(asyncio.gather(*waiters), 5)
     assert all([c.key.name for c in changes] == ["a"] for changes in results)
+    await writer.close()
+    await waiting_store.close()
+
+
+async def test_a_write_wakes_only_the_waiters_of_its_zone(tmp_path: Path) -> None:
+    # A slow watcher, so only the store's own wake-up after a write could wake anyone.
+    store = SqliteStore(tmp_path / "t.sqlite3", poll_interval=60)
+    await store.init()
+    head = await store.head("z1")
+    waiting = asyncio.create_task(store.wait_changes("z1", after=head, max_wait=30))
+    await until(lambda: len(store._waiters) == 1)
+    (parked,) = store._waiters
+    other_zone = NewRecord(key=Key("Container", "z2", "w1", "b"), spec={"image": "x"}, owner="o")
+    await store.create(other_zone, actor="x")
+    for _ in range(20):  # let any wake-up scheduled by the write run
+        await asyncio.sleep(0)
+    assert not parked.done() and list(store._waiters) == [parked]
+    await store.create(new("a"), actor="x")
+    changes = await asyncio.wait_for(waiting, 5)
+    assert [c.key.name for c in changes] == ["a"]
+    await store.close()
+
+
+async def test_the_watcher_wakes_only_the_waiters_of_a_zone_another_process_wrote(
+    tmp_path: Path,
+) -> None:
+    waiting_store = SqliteStore(tmp_path / "t.sqlite3", poll_interval=0.01)
+    writer = SqliteStore(tmp_path / "t.sqlite3")
+    await waiting_store.init()
+    head = await waiting_store.head("z1")
+    waiting = asyncio.create_task(waiting_store.wait_changes("z1", after=head, max_wait=30))
+    await until(lambda: len(waiting_store._waiters) == 1)
+    (parked,) = waiting_store._waiters
+    other_zone = NewRecord(key=Key("Container", "z2", "w1", "b"), spec={"image": "x"}, owner="o")
+    await writer.create(other_zone, actor="x")
+    # The watcher probes every 10 ms: after 20 of its probes the waiter still sleeps.
+    probes = 0
+    read = waiting_store._read
+
+    async def counted(fn: Any, **kw: Any) -> Any:
+        nonlocal probes
+        probes += 1
+        return await read(fn, **kw)
+
+    waiting_store._read = counted  # type: ignore[method-assign]
+    await until(lambda: probes >= 20)
+    assert not parked.done() and list(waiting_store._waiters) == [parked]
+    await writer.create(new("a"), actor="x")
+    changes = await asyncio.wait_for(waiting, 5)
+    assert [c.key.name for c in changes] == ["a"]
     await writer.close()
     await waiting_store.close()
 

@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from dora.auth import InvalidToken, check_secret, fingerprint, issue_token, verify_token
+from dora.auth import (
+    InvalidToken,
+    TokenVerifier,
+    check_secret,
+    fingerprint,
+    issue_token,
+    verify_token,
+)
 
 SECRET = "aVeryLongSecretEncrypted"
 NOW = 1_800_000_000.0
@@ -98,3 +105,46 @@ def test_fingerprint_is_stable_and_hides_token() -> None:
     assert fingerprint(token) == fingerprint(token)
     assert len(fingerprint(token)) == 12
     assert fingerprint(token) not in token
+
+
+def test_verifier_remembers_a_verified_token_and_still_checks_expiry() -> None:
+    verifier = TokenVerifier(SECRET)
+    token, claims = issue_token(SECRET, user="u", workspace="u", token_id="1", now=NOW, ttl_s=60)
+    assert verifier.verify(token, now=NOW) == claims
+    assert len(verifier) == 1
+    assert verifier.verify(token, now=NOW + 59) == claims  # from the memo
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.verify(token, now=NOW + 120)
+
+
+def test_verifier_never_trusts_a_token_that_differs_from_a_remembered_one() -> None:
+    verifier = TokenVerifier(SECRET)
+    token, _ = issue_token(SECRET, user="u", workspace="u", token_id="1", now=NOW)
+    verifier.verify(token, now=NOW)
+    head, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["sub"] = "admin"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    for forged in (f"{head}.{forged_payload}.{signature}", token[:-2] + "xx"):
+        with pytest.raises(InvalidToken):
+            verifier.verify(forged, now=NOW)
+    assert len(verifier) == 1  # failures are not remembered
+
+
+def test_verifier_refuses_tokens_of_another_secret() -> None:
+    token, _ = issue_token(
+        "another-long-secret-value", user="u", workspace="u", token_id="1", now=NOW
+    )
+    with pytest.raises(InvalidToken, match="signature"):
+        TokenVerifier(SECRET).verify(token, now=NOW)
+
+
+def test_verifier_keeps_at_most_its_size_oldest_first() -> None:
+    verifier = TokenVerifier(SECRET, size=3)
+    tokens = [
+        issue_token(SECRET, user=f"u{i}", workspace="u", token_id="1", now=NOW)[0] for i in range(5)
+    ]
+    for token in tokens:
+        verifier.verify(token, now=NOW)
+    assert len(verifier) == 3
+    assert list(verifier._verified) == tokens[2:]

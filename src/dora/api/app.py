@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,6 +83,10 @@ class CountRequests:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The metrics' children by label values, so a request skips prometheus'
+        # label checks and lock (route templates, methods and statuses are few).
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,9 +104,16 @@ class CountRequests:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = _route_template(scope)
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
+            route, method = _route_template(scope), scope["method"]
+            counter = self._counters.get((route, method, status))
+            if counter is None:
+                counter = self.metrics.requests.labels(route, method, str(status))
+                self._counters[(route, method, status)] = counter
+            counter.inc()
+            histogram = self._histograms.get(route)
+            if histogram is None:
+                histogram = self._histograms[route] = self.metrics.request_seconds.labels(route)
+            histogram.observe(time.perf_counter() - start)
 
 
 def _route_template(scope: Scope) -> str:

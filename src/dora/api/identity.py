@@ -26,8 +26,8 @@ from dora.auth import (
     InvalidToken,
     Permissions,
     TokenClaims,
+    TokenVerifier,
     decide,
-    verify_token,
 )
 from dora.store import CursorExpired, Key, NotFound, Record, Store
 
@@ -121,7 +121,7 @@ class Identity:
         self, store: Store, secret: str, *, clock: Callable[[], float] = time.time
     ) -> None:
         self._store = store
-        self._secret = secret
+        self._verifier = TokenVerifier(secret)
         self._clock = clock
         self.users: dict[str, UserView] = {}
         self.roles: dict[str, Permissions] = {}
@@ -198,7 +198,7 @@ class Identity:
         """Verify `token` and return the caller, or raise 401 with the reason."""
         now = self._clock()
         try:
-            claims = verify_token(self._secret, token, now=now)
+            claims = self._verifier.verify(token, now=now)
         except InvalidToken as exc:
             raise unauthorized(f"invalid token: {exc.reason}") from None
         if claims.kind != "user":

@@ -69,4 +69,7 @@ class _TimedStore:
             finally:
                 observe(time.perf_counter() - start)
 
+        # Kept on the instance: later calls find it without `__getattr__` or a label
+        # look-up (the store's methods do not change).
+        setattr(self, name, timed)
         return timed

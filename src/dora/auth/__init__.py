@@ -13,6 +13,7 @@ from dora.auth.rbac import (
 from dora.auth.tokens import (
     InvalidToken,
     TokenClaims,
+    TokenVerifier,
     check_secret,
     fingerprint,
     issue_token,
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidToken",
     "Permissions",
     "TokenClaims",
+    "TokenVerifier",
     "check_secret",
     "decide",
     "fingerprint",

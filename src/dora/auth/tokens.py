@@ -119,8 +119,9 @@ def verify_token(secret: str, token: str, *, now: float) -> TokenClaims:
     except jwt.PyJWTError:
         raise InvalidToken("malformed token") from None
     exp = payload.get("exp")
-    if exp is not None and (not isinstance(exp, int) or now > exp + CLOCK_SKEW_S):
+    if exp is not None and not isinstance(exp, int):
         raise InvalidToken("token expired")
+    _check_expiry(exp, now)
     kind = payload.get("typ", "user")
     fields = (payload.get("sub"), payload.get("ws", ""), payload.get("tid", ""), payload["jti"])
     if kind not in ("user", "ticket") or not all(isinstance(f, str) for f in fields):
@@ -135,6 +136,41 @@ def verify_token(secret: str, token: str, *, now: float) -> TokenClaims:
         kind=kind,
         scope=str(payload.get("scp", "")),
     )
+
+
+def _check_expiry(expires_at: int | None, now: float) -> None:
+    if expires_at is not None and now > expires_at + CLOCK_SKEW_S:
+        raise InvalidToken("token expired")
+
+
+class TokenVerifier:
+    """`verify_token` with one secret, remembering the tokens whose signature and
+    shape it has checked, so a client's next requests skip the HMAC and JSON work.
+
+    The memo is keyed by the whole token text, signature included: only a token that
+    verified, byte for byte, is found there; anything else is verified afresh (and a
+    failure is never remembered). Expiry is still checked at every call. Revocation
+    is not this class's business: the caller checks the jti on every request, as
+    before. At most `size` tokens are kept; the oldest go first."""
+
+    def __init__(self, secret: str, *, size: int = 4096) -> None:
+        self._secret = secret
+        self._size = size
+        self._verified: dict[str, TokenClaims] = {}
+
+    def verify(self, token: str, *, now: float) -> TokenClaims:
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = verify_token(self._secret, token, now=now)
+            if len(self._verified) >= self._size:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = claims
+        else:
+            _check_expiry(claims.expires_at, now)
+        return claims
+
+    def __len__(self) -> int:
+        return len(self._verified)
 
 
 def fingerprint(token: str) -> str:

@@ -4,8 +4,11 @@ Threads and connections
     Each store owns one writer thread with one connection, and a few reader threads
     with one ``query_only`` connection each. Every write is one ``BEGIN IMMEDIATE``
     transaction on the writer thread, so writes of one process queue in that thread
-    instead of fighting over SQLite's lock (whose busy handler sleeps in coarse
-    steps); only writes from *other* processes contend, through ``busy_timeout``. WAL
+    instead of fighting over SQLite's lock; only writes from *other* processes
+    contend. For those the writer retries ``BEGIN IMMEDIATE`` itself, every 0.1-2 ms
+    until ``busy_timeout``, rather than through SQLite's busy handler, whose sleeps
+    grow to 25, 50, 100 ms: a process that keeps writing then starves one that
+    waits (a 1.1 s write with two API workers under load). WAL
     lets readers run while a write is in progress. The event loop never blocks on
     SQLite. Cancelling a call does not cancel the SQL already handed to a thread: a
     write may still commit.
@@ -19,8 +22,17 @@ Durability
     on the development VM a create took ~0.2 ms (NORMAL) against ~3.9 ms (FULL). Dora's
     state heals from a lost tail (the scheduler re-places, agents re-report, users see
     a missing apply), so NORMAL is the default; set ``DORA_SQLITE_SYNCHRONOUS=FULL``
-    where a lost write matters more than write latency. The WAL checkpoint (every
-    ~1000 pages, in the committing write) is what write p99 shows.
+    where a lost write matters more than write latency.
+
+Checkpoints
+    A WAL checkpoint copies the log back into the database file and syncs it: 10-40
+    ms on the development VM. SQLite runs one inside the commit that passes 1000 WAL
+    pages, which stalled that write and every write queued behind it every ~70
+    applies (an apply writes ~14 pages). Here the writer instead hands a PASSIVE
+    checkpoint to a checkpoint thread of its own every ``CHECKPOINT_COMMITS``
+    commits; PASSIVE takes no lock that writers or readers wait for, so writes go on
+    meanwhile. SQLite's own checkpoint in the commit stays as a backstop, at
+    ``BACKSTOP_PAGES``, should the thread fall behind.
 
 Change feed and retention
     The feed is one table across zones; a change's cursor is its ``seq`` (decimal),
@@ -49,7 +61,9 @@ shared memory, do not work there (`dora.store.config` refuses known network moun
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -96,6 +110,7 @@ from dora.store.common import plan_write as _plan_write
 from dora.store.common import record_from_row as _record
 from dora.store.sqlite_schema import SCHEMA, SCHEMA_VERSION
 
+log = logging.getLogger("dora.store.sqlite")
 T = TypeVar("T")
 Synchronous = Literal["NORMAL", "FULL"]
 WriteTx = Callable[[sqlite3.Connection, float], T]
@@ -115,6 +130,10 @@ _BY_KEY = "records INDEXED BY sqlite_autoindex_records_1"
 _FEED_COLS = "seq, op, kind, workspace, name, version, parts, at"
 _EVENT_COLS = "kind, zone, workspace, name, reason, message, actor, at"
 _CURSOR = re.compile(r"[0-9]{1,19}")
+CHECKPOINT_COMMITS = 32
+"""Commits between two background checkpoints (~450 WAL pages of applies)."""
+BACKSTOP_PAGES = 4000
+"""WAL pages (~16 MB) after which a commit checkpoints by itself (wal_autocheckpoint)."""
 
 # Compact JSON; non-ASCII kept as is (smaller, and SQLite stores UTF-8 anyway).
 
@@ -555,6 +574,12 @@ def _rx_feed_end(conn: sqlite3.Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
+def _rx_zone_ends(conn: sqlite3.Connection, zones: frozenset[str]) -> dict[str, int]:
+    """The newest position of each of `zones`: its newest seq, or its last trimmed one
+    (so a waiter whose next change was trimmed already is woken to find out)."""
+    return {zone: int(_rx_head(conn, zone)) for zone in zones}
+
+
 def _rx_changes(
     conn: sqlite3.Connection, zone: str, after: Cursor | None, limit: int
 ) -> list[Change]:
@@ -608,11 +633,18 @@ class SqliteStore:
         self._clock = clock
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="dora-sqlite-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="dora-sqlite-read")
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="dora-sqlite-checkpoint")
+        # Writer thread only: commits since the last checkpoint was handed over, and
+        # whether that one is still queued or running.
+        self._commits = 0
+        self._checkpoint_pending = False
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        # wait_changes callers: their wake-up future → the feed end they last probed.
-        self._waiters: dict[asyncio.Future[None], int] = {}
+        # wait_changes callers: their wake-up future → (zone, the feed end they probed).
+        self._waiters: dict[asyncio.Future[None], tuple[str, int]] = {}
+        # Zones the running write transaction appended to the feed (writer thread only).
+        self._tx_zones: set[str] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._closed = False
         self._hashes = _SpecHashes()
@@ -624,7 +656,8 @@ class SqliteStore:
     def _connect(self, writer: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path,
-            timeout=self._busy_timeout,
+            # The writer waits for the lock in `_begin`, in finer steps than SQLite's.
+            timeout=0 if writer else self._busy_timeout,
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
             check_same_thread=False,  # used by one thread; closed by close()'s thread
             cached_statements=256,
@@ -632,7 +665,9 @@ class SqliteStore:
         try:
             self._enable_wal(conn)
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-            if not writer:
+            if writer:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+            else:
                 conn.execute("PRAGMA query_only = ON")
         except BaseException:
             conn.close()
@@ -663,10 +698,13 @@ class SqliteStore:
         return conn
 
     # thread bodies ----------------------------------------------------------
-    def _write_sync(self, fn: WriteTx[T]) -> T:
+    def _write_sync(self, fn: WriteTx[T]) -> tuple[T, frozenset[str]]:
+        """Run `fn` in one write transaction; its result and the zones whose feed it
+        appended to (whose `wait_changes` callers to wake)."""
+        self._tx_zones = set()
         try:
             conn = self._conn(writer=True)
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             try:
                 result = fn(conn, self._clock())
                 conn.execute("COMMIT")
@@ -676,7 +714,38 @@ class SqliteStore:
                 raise
         except sqlite3.Error as exc:
             raise _store_error(exc) from exc
-        return result
+        self._commits += 1
+        if self._commits >= CHECKPOINT_COMMITS and not self._checkpoint_pending:
+            self._commits = 0
+            self._checkpoint_pending = True
+            self._checkpointer.submit(self._checkpoint_sync)
+        return result, frozenset(self._tx_zones)
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE (the write lock), retrying while another process holds it.
+        In WAL mode only this statement of a write transaction waits for a lock."""
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.0001
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if not ("locked" in text or "busy" in text) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+
+    def _checkpoint_sync(self) -> None:
+        """PASSIVE checkpoint on the checkpoint thread's own connection: copies what no
+        reader still needs, waits for no one, never blocks a write."""
+        try:
+            self._conn(writer=True).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # busy (another process checkpoints) or closed
+            log.debug("event=sqlite_checkpoint_skipped reason=%s", exc)
+        finally:
+            self._checkpoint_pending = False
 
     def _read_sync(self, fn: ReadTx[T], snapshot: bool) -> T:
         try:
@@ -699,37 +768,45 @@ class SqliteStore:
     async def _write(self, fn: WriteTx[T]) -> T:
         self._check_open()
         loop = asyncio.get_running_loop()
+        zones: frozenset[str] | None = None  # unknown (failed, or cancelled): wake all
         try:
-            return await loop.run_in_executor(self._writer, self._write_sync, fn)
+            result, zones = await loop.run_in_executor(self._writer, self._write_sync, fn)
+            return result
         finally:
-            self._notify()
+            self._notify(zones)
 
     async def _read(self, fn: ReadTx[T], *, snapshot: bool = False) -> T:
         self._check_open()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._read_sync, fn, snapshot)
 
-    def _notify(self) -> None:
-        """Wake this store's `wait_changes` callers: a write of ours just committed."""
-        for fut in list(self._waiters):
-            _wake(fut)
+    def _notify(self, zones: frozenset[str] | None = None) -> None:
+        """Wake this store's `wait_changes` callers: a write of ours just committed
+        changes in `zones` (None: maybe anywhere). A waiter on another zone sleeps on:
+        e.g. the API's identity cache, which follows the global zone, is not woken by
+        every workload applied."""
+        for fut, (zone, _) in list(self._waiters.items()):
+            if zones is None or zone in zones:
+                _wake(fut)
 
     def _ensure_watcher(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._watcher is None or self._watcher.done():
             self._watcher = loop.create_task(self._watch(), name=f"watch {self.path}")
 
     async def _watch(self) -> None:
-        """Probe the feed's end every poll_interval while anyone waits; wake waiters
-        that probed before a newer change. One probe per store, however many waiters:
-        this is how writes of *other* processes are noticed."""
+        """Probe the feed's end in each waited-on zone every poll_interval while anyone
+        waits; wake waiters that probed before a newer change of their zone. One probe
+        per store, however many waiters: this is how writes of *other* processes are
+        noticed."""
         try:
             while self._waiters:
                 await asyncio.sleep(self._poll)
                 if not self._waiters:
                     break
-                end = await self._read(_rx_feed_end)
-                for fut, probed in list(self._waiters.items()):
-                    if end > probed:
+                zones = frozenset(zone for zone, _ in self._waiters.values())
+                ends = await self._read(functools.partial(_rx_zone_ends, zones=zones))
+                for fut, (zone, probed) in list(self._waiters.items()):
+                    if ends.get(zone, 0) > probed:
                         _wake(fut)
         except StoreError:  # closed (or broken): the waiters probe again and find out
             self._notify()
@@ -740,6 +817,7 @@ class SqliteStore:
     def _finish(self, tx: _Tx) -> None:
         """Write the transaction's feed and spec-version rows; trim the feed in batches
         (at each seq that is a multiple of the trim step, as if written one by one)."""
+        self._tx_zones.update(row[0] for row in tx.feed)
         first, last = tx.flush()
         if not last:
             return
@@ -795,7 +873,8 @@ class SqliteStore:
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:
-        self._writer.shutdown(wait=True)
+        self._writer.shutdown(wait=True)  # before the checkpointer: it hands work there
+        self._checkpointer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         with self._conns_lock:
             for conn in self._conns:
@@ -965,7 +1044,7 @@ class SqliteStore:
             # Any change past `end` (ours, or another process's seen by the watcher)
             # wakes us to probe again; a change in another zone just costs a probe.
             woken: asyncio.Future[None] = loop.create_future()
-            self._waiters[woken] = end
+            self._waiters[woken] = (zone, end)
             self._ensure_watcher(loop)
             try:
                 await asyncio.wait([woken], timeout=remaining)
