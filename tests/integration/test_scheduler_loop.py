@@ -346,3 +346,32 @@ async def test_a_crash_looping_replica_is_recreated_after_a_growing_backoff(
     await settle(scheduler)
     third = (await containers(store, "loop"))["loop.1"]
     assert third.uid != second.uid and third.computed["recreations"] == 2
+
+
+async def test_a_workload_whose_volume_is_gone_waits_with_the_reason(store: Store) -> None:
+    """Never placed with an empty folder in place of a deleted Volume or Storage."""
+    clock = Clock()
+    await add_node(store, "node1", clock.now)
+    mounts = [{"name": "data", "target": "/data"}]
+    await add_workload(store, "reader", volumes=mounts)
+    scheduler = await leader(store, clock)
+    await settle(scheduler)
+    workload = await store.get(Key("Workload", ZONE, WS, "reader"))
+    assert workload.computed["reason"] == f"waits: volume {WS}/data does not exist"
+    assert all(not c.node for c in (await containers(store, "reader")).values())
+
+    volume = Key("Volume", ZONE, WS, "data")
+    await store.create(NewRecord(key=volume, spec={"storage": "nas"}, owner="admin"), actor="t")
+    await settle(scheduler)
+    workload = await store.get(workload.key)
+    assert workload.computed["reason"] == f"waits: storage nas of volume {WS}/data does not exist"
+
+    storage = {"endpoint": "127.0.0.1", "mountpath": "/exports", "kind": "NFS"}
+    await store.create(
+        NewRecord(key=Key("Storage", ZONE, "", "nas"), spec=storage, owner="admin"), actor="t"
+    )
+    await settle(scheduler)
+    (placed,) = (await containers(store, "reader")).values()
+    assert placed.node == "node1"
+    (mount,) = placed.computed["volumes"]
+    assert (mount["storage_kind"], mount["path"]) == ("NFS", f"/exports/{WS}/data")

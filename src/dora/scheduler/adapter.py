@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dora.model import duration_seconds
+from dora.model import LOCAL_STORAGE, duration_seconds
 from dora.model.location import LOCAL_VOLUME_ROOT, volume_location
 from dora.scheduler.reconcile import (
     ContainerState,
@@ -229,6 +229,27 @@ def gang_of(workload: Record, names: tuple[str, ...]) -> GangRequest:
         submitted_at=workload.created_at,
         max_run_time_s=facts.max_run_time_s,
     )
+
+
+def missing_volume(
+    spec: Mapping[str, Any],
+    workspace: str,
+    volumes: Mapping[tuple[str, str], Record],
+    storages: Mapping[str, Record],
+) -> str | None:
+    """Why `spec`'s volumes cannot be mounted now (a Volume, or its Storage, does not
+    exist: deleted since the apply), or None. A replica is never placed with such a
+    volume: it would silently get an empty folder instead of the data."""
+    for mount in spec.get("volumes") or []:
+        ws = str(mount.get("workspace") or workspace)
+        name = str(mount["name"])
+        volume = volumes.get((ws, name))
+        if volume is None:
+            return f"volume {ws}/{name} does not exist"
+        storage = str((volume.spec or {}).get("storage") or LOCAL_STORAGE)
+        if storage != LOCAL_STORAGE and storage not in storages:
+            return f"storage {storage} of volume {ws}/{name} does not exist"
+    return None
 
 
 def resolve_volumes(

@@ -457,9 +457,12 @@ class Scheduler:
                 bookings.append(booking)
         return bookings
 
-    def _queue(self, fresh: Mapping[Name, Mapping[str, Group]]) -> list[GangRequest]:
+    def _queue(
+        self, fresh: Mapping[Name, Mapping[str, Group]], blocked: dict[Name, str]
+    ) -> list[GangRequest]:
         """Every workload's unplaced replicas as one gang; ``fresh`` are the containers
-        this pass creates (not written yet), by workload."""
+        this pass creates (not written yet), by workload. A gang whose volumes cannot be
+        mounted waits in `blocked`, with the reason."""
         queue = []
         for name, workload in self.snapshot.workloads.items():
             if workload.desired != "run":
@@ -471,8 +474,15 @@ class Scheduler:
             ]
             names += fresh.get(name, {})
             unplaced = tuple(sorted(set(names), key=lambda n: (len(n), n)))
-            if unplaced:
-                queue.append(adapter.gang_of(workload, unplaced))
+            if not unplaced:
+                continue
+            missing = adapter.missing_volume(
+                workload.spec, name[0], self.snapshot.volumes, self.snapshot.storages
+            )
+            if missing is not None:
+                blocked[name] = f"waits: {missing}"
+                continue
+            queue.append(adapter.gang_of(workload, unplaced))
         return queue
 
     async def _place(
@@ -484,11 +494,12 @@ class Scheduler:
         for group in creates:
             assert group.create is not None
             fresh.setdefault(group.workload, {})[group.create] = group
-        queue = self._queue(fresh)
+        pending: dict[Name, str] = {}
+        queue = self._queue(fresh, pending)
         if not queue:
             for group in creates:
                 await pipe.add(group)
-            return 0, {}
+            return 0, pending
         nodes = [
             adapter.node_view(n, now, self.settings.ready_s) for n in self.snapshot.nodes.values()
         ]
@@ -509,7 +520,6 @@ class Scheduler:
         for new in fresh.values():
             for group in new.values():
                 await pipe.add(group)
-        pending: dict[Name, str] = {}
         for gang_result in result.pending:
             _, workspace, workload = gang_result.gang.workload
             if gang_result.explanation is not None:
