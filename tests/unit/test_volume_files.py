@@ -10,8 +10,9 @@ import pytest
 
 from dora.api.errors import ApiError
 from dora.api.services.storage_mounts import local_dir, path_on_export
-from dora.api.services.volume_files import VolumeDir, upload_id
+from dora.api.services.volume_files import VolumeDir
 from dora.api.services.volume_paths import UPLOAD_DIR, parse_path
+from dora.api.services.volume_uploads import upload_id
 from dora.api.settings import SettingsError, storage_mounts_from_env
 from dora.client.files import LocalFile, changed, ignored, volume_path
 from dora.model.location import LOCAL_VOLUME_ROOT, volume_location

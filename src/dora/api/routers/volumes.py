@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from dora.api.deps import AUTH_RESPONSES, CallerDep, Ctx
 from dora.api.schemas import ErrorOut, FileList, Manifest, UploadCreate, UploadOut
-from dora.api.services import volume_files
+from dora.api.services import volume_download, volume_files, volume_uploads
 
 router = APIRouter(
     prefix="/v1/volumes",
@@ -97,7 +97,7 @@ async def download(
     volume = await volume_files.locate(
         ctx, caller, name, zone=zone, workspace=workspace, verb="Download"
     )
-    filename, chunks = await volume_files.download(volume, path)
+    filename, chunks = await volume_download.download(volume, path)
     return StreamingResponse(
         chunks,
         media_type=TAR,
@@ -122,7 +122,7 @@ async def begin_upload(
     volume = await volume_files.locate(
         ctx, caller, name, zone=zone, workspace=workspace, verb="Upload"
     )
-    return await volume_files.begin_upload(ctx, volume, body)
+    return await volume_uploads.begin_upload(ctx, volume, body)
 
 
 @router.patch(
@@ -155,7 +155,7 @@ async def write_chunk(
         ctx, caller, name, zone=zone, workspace=workspace, verb="Upload"
     )
     length = request.headers.get("content-length")
-    return await volume_files.write_chunk(
+    return await volume_uploads.write_chunk(
         ctx,
         volume,
         upload_id,
