@@ -439,6 +439,10 @@ def test_have_from_inspect() -> None:
     created = dict(data, State={"Status": "created", "ExitCode": 0})
     assert have_from_inspect(created).exit_code is None  # type: ignore[union-attr]
     assert have_from_inspect({"Id": "x", "Config": {"Labels": {}}}) is None
+    # A process that exits at once can be stamped as finished before it started.
+    early = {"StartedAt": "2024-01-02T03:04:05.0030Z", "FinishedAt": "2024-01-02T03:04:05.001Z"}
+    quick = have_from_inspect(dict(data, State={**data["State"], **early}))  # type: ignore[dict-item]
+    assert quick is not None and quick.finished_at == quick.started_at
 
 
 def test_nvidia_errors_are_recognised() -> None:

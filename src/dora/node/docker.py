@@ -263,6 +263,12 @@ def have_from_inspect(data: Mapping[str, Any]) -> Have | None:
     state = data.get("State") or {}
     exit_code = state.get("ExitCode")
     status = str(state.get("Status") or "unknown")
+    started_at = parse_docker_time(state.get("StartedAt"))
+    finished_at = parse_docker_time(state.get("FinishedAt"))
+    if started_at is not None and finished_at is not None and finished_at < started_at:
+        # The engine stamps StartedAt once the start call returns and FinishedAt from
+        # the exit event: a process that exits at once can "finish" before it started.
+        finished_at = started_at
     return Have(
         key=(str(workspace), str(name)),
         container_id=str(data.get("Id") or ""),
@@ -270,8 +276,8 @@ def have_from_inspect(data: Mapping[str, Any]) -> Have | None:
         run_hash=str(labels.get(LABEL_RUN_HASH) or ""),
         status=status,
         exit_code=int(exit_code) if isinstance(exit_code, int) and status != "created" else None,
-        started_at=parse_docker_time(state.get("StartedAt")),
-        finished_at=parse_docker_time(state.get("FinishedAt")),
+        started_at=started_at,
+        finished_at=finished_at,
         oom_killed=bool(state.get("OOMKilled")),
         error=str(state.get("Error") or ""),
     )
