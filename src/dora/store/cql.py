@@ -564,16 +564,17 @@ class CqlStore:
             ),
         )
         # The newest id wins by write timestamp; the oldest wins by an inverted one.
-        await self._run(
-            "UPDATE {ks}.feed_ends USING TIMESTAMP ? SET last_id = ? WHERE zone = ?",
-            (micros, change_id, _zk(key.zone)),
-        )
+        # first_id goes first: a reader that sees last_id must also see a first_id.
         if key.zone not in self._first_written:
             await self._run(
                 "UPDATE {ks}.feed_ends USING TIMESTAMP ? SET first_id = ? WHERE zone = ?",
                 ((1 << 62) - micros, change_id, _zk(key.zone)),
             )
             self._first_written.add(key.zone)
+        await self._run(
+            "UPDATE {ks}.feed_ends USING TIMESTAMP ? SET last_id = ? WHERE zone = ?",
+            (micros, change_id, _zk(key.zone)),
+        )
         self._notify()
 
     # write steps (no fence check) ---------------------------------------------
@@ -1065,11 +1066,15 @@ class CqlStore:
         if after is None:
             start = horizon
         elif cursor is None:  # the start of the feed
-            assert first is not None or last is not None
-            first_time = _uuid_time(first) if first is not None else 0.0
-            if first_time < horizon:
-                raise CursorExpired(f"zone {zone!r}: its first changes were trimmed: resync")
-            start = first_time
+            if first is None:
+                # A writer set last_id but its first_id is not visible yet (another
+                # process, another coordinator): read what the retention still holds.
+                start = horizon
+            else:
+                first_time = _uuid_time(first)
+                if first_time < horizon:
+                    raise CursorExpired(f"zone {zone!r}: its first changes were trimmed: resync")
+                start = first_time
         else:
             start = _uuid_time(cursor)
             if start < now - self._certain:
