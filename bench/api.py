@@ -12,7 +12,12 @@ framework can do on this machine. Then, from clients on 127.0.0.1 (each level
 bounded by a request count and a time limit):
 
 * ``get``   — ``GET /v1/resources/workload`` (a list of ``--workloads`` workloads),
-              authenticated, the per-request path every client takes;
+              authenticated, the per-request path every client takes; nothing is
+              written meanwhile, so after the first it is answered from the API's
+              listing cache (`dora.api.list_cache`: authentication and RBAC still
+              run for each request);
+* ``get-nc`` — the same with ``Cache-Control: no-cache``: past the cache, each one
+              read from SQLite and rendered by FastAPI;
 * ``apply`` — ``POST /v1/apply`` of a new Workload each time (create: one record, its
               first spec version and a ``Created`` event, all written to SQLite);
 * ``floor`` — ``GET /`` of the bare endpoint (a small JSON body).
@@ -232,10 +237,15 @@ class RawClient:
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> int:
-        """Send one request, read the whole answer; its status."""
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, fresh: bool = False
+    ) -> int:
+        """Send one request, read the whole answer; its status. `fresh` asks for an
+        answer not served from a cache (``Cache-Control: no-cache``)."""
         assert self._reader is not None and self._writer is not None
         line = f"{method} {path} HTTP/1.1\r\n".encode()
+        if fresh:
+            line += b"Cache-Control: no-cache\r\n"
         if body is None:
             self._writer.write(line + self._head + b"\r\n")
         else:
@@ -273,8 +283,12 @@ class HttpxClient:
     async def __aexit__(self, *_: object) -> None:
         await self._client.__aexit__(None, None, None)
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> int:
-        headers = {"Content-Type": "application/json"} if body is not None else None
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, fresh: bool = False
+    ) -> int:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if fresh:
+            headers["Cache-Control"] = "no-cache"
         r = await self._client.request(method, path, content=body, headers=headers)
         return r.status_code
 
@@ -339,6 +353,11 @@ def list_request(client: Client, n: int) -> Awaitable[int]:
     return client.request("GET", LIST_PATH)
 
 
+def fresh_list_request(client: Client, n: int) -> Awaitable[int]:
+    """The same listing, past the API's listing cache (every one reads SQLite)."""
+    return client.request("GET", LIST_PATH, fresh=True)
+
+
 def apply_request(run_id: str) -> Request:
     def request(client: Client, n: int) -> Awaitable[int]:
         name = f"a{run_id}-{'w' if n < 0 else ''}{abs(n)}"
@@ -357,13 +376,13 @@ def floor_request(client: Client, n: int) -> Awaitable[int]:
 
 def print_table(results: list[Result]) -> None:
     print(
-        f"{'test':<6} {'clients':>7} {'requests':>8} {'errors':>6} {'rps':>9} "
+        f"{'test':<7} {'clients':>7} {'requests':>8} {'errors':>6} {'rps':>9} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'server cpu ms/req':>18} "
         f"{'client cpu ms/req':>18}"
     )
     for r in results:
         print(
-            f"{r.name:<6} {r.clients:>7} {r.requests:>8} {r.errors:>6} {r.rps:>9.0f} "
+            f"{r.name:<7} {r.clients:>7} {r.requests:>8} {r.errors:>6} {r.rps:>9.0f} "
             f"{r.pct(0.50):>8.2f} {r.pct(0.99):>8.2f} {max(r.latencies_ms):>8.2f} "
             f"{r.cpu_ms:>18.2f} {r.client_cpu_ms:>18.2f}"
         )
@@ -377,6 +396,7 @@ async def bench(api: ApiProcess, token: str, floor: FloorProcess, args: argparse
         levels: list[tuple[str, str, str | None, Request, int, int]] = [
             ("floor", floor.url, None, floor_request, args.requests, floor.proc.pid),
             ("get", api.url, token, list_request, args.requests, pid),
+            ("get-nc", api.url, token, fresh_list_request, args.requests, pid),
             ("apply", api.url, token, apply_request(f"{clients}"), args.apply_requests, pid),
         ]
         for name, url, auth, request, total, server_pid in levels:
@@ -399,6 +419,11 @@ async def bench(api: ApiProcess, token: str, floor: FloorProcess, args: argparse
     if failed:
         print(f"WARNING: {failed} requests did not get the expected status")
     get_rps, floor_rps = at10["get"].rps, at10["floor"].rps
+    fresh = at10["get-nc"]
+    print(
+        f"past the listing cache (get-nc, Cache-Control: no-cache): rps={fresh.rps:.0f} "
+        f"ratio={fresh.rps / floor_rps:.2f} server_cpu_ms={fresh.cpu_ms:.2f}"
+    )
     print(
         f"get_rps={get_rps:.0f} apply_p99_ms={at10['apply'].pct(0.99):.1f} "
         f"floor_rps={floor_rps:.0f} ratio={get_rps / floor_rps:.2f}"

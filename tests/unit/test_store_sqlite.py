@@ -438,3 +438,29 @@ async def test_spec_versions_use_their_unique_index(store: SqliteStore) -> None:
 async def test_cursors_are_plain_decimal_seqs(store: SqliteStore, cursor: str) -> None:
     with pytest.raises(CursorExpired):
         await store.changes("z1", after=cursor)
+
+
+async def test_generation_changes_with_every_commit_of_anyone(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    first = store.generation()
+    assert first is not None
+    assert store.generation() == first  # nothing committed: the same number
+    await store.create(new("g1"), actor="t")
+    after_own = store.generation()
+    assert after_own is not None and after_own != first
+    # Another store on the file (as another process would be).
+    other = SqliteStore(tmp_path / "t.sqlite3")
+    try:
+        await other.create(new("g2"), actor="t")
+    finally:
+        await other.close()
+    after_other = store.generation()
+    assert after_other not in (None, after_own)
+    # A write refused before any commit (a version conflict) changes nothing.
+    record = await store.get(new("g1").key)
+    with pytest.raises(StoreError):
+        await store.update(record.key, Patch(desired="drain"), expected_version=99, actor="t")
+    assert store.generation() == after_other
+    await store.close()
+    assert store.generation() is None

@@ -110,7 +110,8 @@ def conflict(message: str) -> ApiError:
     return ApiError(409, "conflict", message)
 
 
-def _json(err: ApiError) -> JSONResponse:
+def error_response(err: ApiError) -> JSONResponse:
+    """`err` as the JSON answer every route gives (also an ASGI app)."""
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
@@ -131,7 +132,7 @@ def _allowed_methods(app: FastAPI, path: str) -> str | None:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        return _json(exc)
+        return error_response(exc)
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -147,7 +148,7 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             field = ".".join(loc[1:] if where else loc) or where
             message = f"{field}: {first.get('msg', 'invalid')}" if field else "invalid request"
-        return _json(ApiError(422, "invalid", message, field=field))
+        return error_response(ApiError(422, "invalid", message, field=field))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -158,16 +159,17 @@ def install_error_handlers(app: FastAPI) -> None:
             # The router names the methods of the first route on this path only; a 405
             # must list them all (GET and DELETE of /v1/resources/{kind}/{name}).
             headers["Allow"] = _allowed_methods(app, request.url.path) or headers.get("Allow", "")
-        return _json(ApiError(exc.status_code, code, message, headers=headers))
+        return error_response(ApiError(exc.status_code, code, message, headers=headers))
 
     async def on_bad_text(_: Request, exc: Exception) -> JSONResponse:
         # Last line of defence for text that reached the store without passing
         # `require_unicode`: it is the client's input, not a server fault.
-        return _json(invalid("text must be valid Unicode (no lone surrogate escapes)"))
+        return error_response(invalid("text must be valid Unicode (no lone surrogate escapes)"))
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("event=internal_error path=%s", request.url.path)
-        return _json(ApiError(500, "internal", "internal error; the server log has details"))
+        message = "internal error; the server log has details"
+        return error_response(ApiError(500, "internal", message))
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)

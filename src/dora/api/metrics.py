@@ -38,6 +38,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.list_cache = Counter(
+            "dora_api_list_cache",
+            "Resource listings answered from memory (hit) or read from the store (miss)",
+            ["result"],
+            registry=self.registry,
+        )
         self.auth_failures = Counter(
             "dora_api_auth_failures", "Failed authentications", registry=self.registry
         )

@@ -24,6 +24,8 @@ variable                  meaning
 ``DORA_DATA_DIR``         the embedded database's folder; also the mount folder above
 ``DORA_UPLOAD_MAX_FILE_MB``  the largest file one upload may write (1048576 = 1 TiB)
 ``DORA_UPLOAD_MAX_CHUNK_MB`` the largest body of one upload request (256)
+``DORA_API_LIST_CACHE``   ``off`` stops answering repeated listings from memory
+                          (on by default; see `dora.api.list_cache`)
 ========================  ==========================================================
 """
 
@@ -51,6 +53,17 @@ class SettingsError(ValueError):
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be on or off (got {env.get(name)!r})")
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -140,6 +153,8 @@ class ApiSettings:
     (None: it mounts none), and no volume may expose it."""
     upload_max_file: int = DEFAULT_UPLOAD_MAX_FILE
     upload_max_chunk: int = DEFAULT_UPLOAD_MAX_CHUNK
+    list_cache: bool = True
+    """Answer a repeated listing from memory while the database is unchanged."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -191,4 +206,5 @@ class ApiSettings:
             upload_max_chunk=int(
                 _number(env, "DORA_UPLOAD_MAX_CHUNK_MB", DEFAULT_UPLOAD_MAX_CHUNK / MIB) * MIB
             ),
+            list_cache=_switch(env, "DORA_API_LIST_CACHE", default=True),
         )

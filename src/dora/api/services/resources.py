@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dora.api.context import ApiContext
@@ -273,15 +274,26 @@ async def _check_workload_refs(
 # --------------------------------------------------------------------------- read
 
 
-def _list_scope(
+@dataclass(frozen=True)
+class ListScope:
+    """What one listing reads: the store's filters ("" for a kind without zones or
+    workspaces, None for every one) and, when a filter is None, the (zone, workspace)
+    scopes the caller may read (the records outside them are dropped)."""
+
+    zone: str | None
+    workspace: str | None
+    scopes: tuple[tuple[str, str], ...] | None
+
+
+def list_scope(
     ctx: ApiContext,
     caller: Caller,
     info: KindInfo,
     zone: str | None,
     workspace: str | None,
     all_workspaces: bool,
-) -> tuple[str | None, str | None, list[tuple[str, str]] | None]:
-    """(zone filter, workspace filter, visibility scopes) for a listing."""
+) -> ListScope:
+    """The scope of a listing, after the caller's Get permission is checked (403)."""
     zone_filter: str | None = ""
     if info.zoned:
         chosen = zone or caller.user.default_zone or ctx.settings.zone
@@ -291,13 +303,21 @@ def _list_scope(
         ws_filter = None if all_workspaces else (workspace or caller.default_workspace())
     if zone_filter is not None and ws_filter is not None:
         require(caller, info, "Get", zone_filter, ws_filter)
-        return zone_filter, ws_filter, None
+        return ListScope(zone_filter, ws_filter, None)
     scopes = visible_scopes(caller.user.grants, caller.roles, info.name, "Get")
     if zone_level(info):
         scopes = [(z, ALL) for z, _ in scopes]  # any workspace's grant reads the zone
     if not scopes:
         raise forbidden(f"user {caller.name} may not Get {info.name} anywhere")
-    return zone_filter, ws_filter, scopes
+    return ListScope(zone_filter, ws_filter, tuple(scopes))
+
+
+async def list_in_scope(ctx: ApiContext, info: KindInfo, scope: ListScope) -> list[Record]:
+    records = await ctx.store.list_records(info.name, zone=scope.zone, workspace=scope.workspace)
+    if scope.scopes is not None:
+        scopes = scope.scopes
+        records = [r for r in records if in_scopes(scopes, r.key.zone, r.key.workspace)]
+    return records
 
 
 async def list_resources(
@@ -309,11 +329,8 @@ async def list_resources(
     workspace: str | None,
     all_workspaces: bool,
 ) -> list[Record]:
-    zone_filter, ws_filter, scopes = _list_scope(ctx, caller, info, zone, workspace, all_workspaces)
-    records = await ctx.store.list_records(info.name, zone=zone_filter, workspace=ws_filter)
-    if scopes is not None:
-        records = [r for r in records if in_scopes(scopes, r.key.zone, r.key.workspace)]
-    return records
+    scope = list_scope(ctx, caller, info, zone, workspace, all_workspaces)
+    return await list_in_scope(ctx, info, scope)
 
 
 async def get_one(

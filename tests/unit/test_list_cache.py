@@ -1,0 +1,87 @@
+"""The listing cache's pure parts: which requests it answers, and its memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from dora.api.list_cache import (
+    MAX_TEXT,
+    ListCache,
+    ListQuery,
+    cacheable_kind,
+    parse_list_request,
+)
+
+P = "/v1/resources/"
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "want"),
+    [
+        (P + "workload", b"", ListQuery("workload")),
+        (P + "wk", b"workspace=a&zone=z", ListQuery("wk", "z", "a")),
+        (P + "wk", b"all=TRUE", ListQuery("wk", all_workspaces=True)),
+        (P + "wk", b"all=0", ListQuery("wk")),
+        (P + "wk", b"workspace=caf%C3%A9", ListQuery("wk", workspace="café")),
+        (P + "wk", b"zone=", ListQuery("wk", zone="")),  # the route's default too
+        (P + "wk", b"workspace=" + b"w" * MAX_TEXT, ListQuery("wk", workspace="w" * MAX_TEXT)),
+    ],
+)
+def test_listings_it_answers(path: str, query: bytes, want: ListQuery) -> None:
+    assert parse_list_request(path, query) == want
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/v1/resources", b""),
+        (P, b""),
+        (P + "workload/name", b""),  # describe
+        ("/v1/whoami", b""),
+        (P + "wk", b"all=maybe"),  # FastAPI's 422
+        (P + "wk", b"workspace=" + b"w" * (MAX_TEXT + 1)),  # FastAPI's 422
+        (P + "wk", b"workspace=a&workspace=b"),  # which one wins is the route's rule
+        (P + "wk", b"colour=blue"),  # unknown: ignored by the route, not guessed here
+    ],
+)
+def test_everything_else_goes_to_the_route(path: str, query: bytes) -> None:
+    assert parse_list_request(path, query) is None
+
+
+def test_clock_dependent_and_read_only_kinds_are_not_cached() -> None:
+    assert cacheable_kind("wk") is not None
+    assert cacheable_kind("Container") is not None
+    for text in ("node", "nodes", "gpu", "cpu", "no-such-kind"):
+        assert cacheable_kind(text) is None, text
+
+
+def key(name: str) -> tuple[str, str | None, str | None, None]:
+    return (name, "z", "w", None)
+
+
+def test_an_entry_lives_for_its_generation_only() -> None:
+    cache = ListCache()
+    assert cache.get(key("a"), 1) is None
+    cache.put(key("a"), 1, b"one")
+    assert cache.get(key("a"), 1) == b"one"
+    assert cache.get(key("a"), 2) is None  # the store moved on: everything is stale
+    assert len(cache) == 0
+    cache.put(key("a"), 1, b"late")  # read at an older generation: not kept
+    assert cache.get(key("a"), 2) is None
+
+
+def test_least_recently_used_entries_go_first_within_the_limits() -> None:
+    cache = ListCache(max_entries=2, max_bytes=40)
+    cache.get(key("x"), 7)
+    cache.put(key("a"), 7, b"a" * 8)
+    cache.put(key("b"), 7, b"b" * 8)
+    assert cache.get(key("a"), 7) is not None  # a is now the most recent
+    cache.put(key("c"), 7, b"c" * 8)
+    assert cache.get(key("b"), 7) is None
+    assert cache.get(key("a"), 7) == b"a" * 8
+    cache.put(key("big"), 7, b"x" * 11)  # over a quarter of max_bytes: never kept
+    assert cache.get(key("big"), 7) is None
+    cache.put(key("d"), 7, b"d" * 10)
+    cache.put(key("e"), 7, b"e" * 10)
+    cache.put(key("f"), 7, b"f" * 10)
+    assert len(cache) == 2
