@@ -112,3 +112,18 @@ def test_sigterm_stops_every_worker_cleanly(tmp_path_factory: pytest.TempPathFac
         assert api.stop() == 0
         _, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive
+
+
+def test_workers_of_a_killed_supervisor_stop_too(tmp_path_factory: pytest.TempPathFactory) -> None:
+    args = ["--workers", str(WORKERS)]
+    with ApiProcess(tmp_path_factory.mktemp("orphans"), name="orphans", args=args) as api:
+        api.wait_ready()
+        wait_until(lambda: _all_listening(api), within=30, what="every worker to listen")
+        workers = _workers(api)
+        assert api.proc is not None
+        os.kill(api.proc.pid, signal.SIGKILL)  # no chance to stop them itself
+        api.proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=20)
+        for orphan in alive:  # leave nothing behind, even when the check fails
+            orphan.kill()
+        assert not alive, f"workers outlived their supervisor: {[p.pid for p in alive]}"

@@ -48,7 +48,8 @@ def client_ip(request: HTTPConnection, ctx: ApiContext) -> str:
     if peer in ctx.settings.trusted_proxies:
         # The first of each header, as `Headers.get` would give, in one pass over the
         # raw list (this runs on every authenticated request).
-        forwarded = real = None
+        forwarded: str | None = None
+        real: str | None = None
         for name, value in request.scope["headers"]:
             if name == b"x-forwarded-for" and forwarded is None:
                 forwarded = value.decode("latin-1")

@@ -11,11 +11,15 @@ others as soon as they read the feed: one poll, 20 ms on SQLite).
 
 The parent only supervises: it forwards SIGTERM/SIGINT to the workers, and when one
 worker exits it stops the others and exits with that worker's status, for the
-service manager to restart the whole set.
+service manager to restart the whole set. Should the parent itself be killed
+(SIGKILL, the OOM killer), the kernel sends each worker SIGTERM (Linux's parent-death
+signal, set before the worker's program starts), so no orphan keeps the port.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -47,9 +51,30 @@ def worker_command(args: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "dora.cli.main", "server", "api", *args, "--reuse-port"]
 
 
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when its parent thread exits."""
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """In a just-forked child (Popen's `preexec_fn`): get `sig` when the parent dies;
+    if it died before this call could say so, exit now. Linux only; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        return  # not fatal: the worker runs as before, without the guard
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def supervise(args: Sequence[str], workers: int, *, poll_s: float = 0.2) -> int:
     """Run `workers` workers until a signal or until one exits; the exit status."""
-    procs = [subprocess.Popen(worker_command(args)) for _ in range(workers)]
+    parent = os.getpid()
+    # preexec_fn is safe here: the supervisor runs no other threads.
+    procs = [
+        subprocess.Popen(worker_command(args), preexec_fn=lambda: die_with_parent(parent))
+        for _ in range(workers)
+    ]
     stopping = False
 
     def stop(sig: int, frame: FrameType | None) -> None:
