@@ -26,7 +26,13 @@ _LOGGERS = ("", "uvicorn", "uvicorn.access", "uvicorn.error", "dora")
 
 
 def redact(text: str) -> str:
-    return _SHELL_ARG.sub(rf"\g<1>{ARG_MASK}", _JWT.sub(MASK, text))
+    # Every access-log line passes here: a substring test first (a JWT starts with
+    # "eyJ", a shell argument follows "cmd=") spares most lines both regexes.
+    if "eyJ" in text:
+        text = _JWT.sub(MASK, text)
+    if "cmd=" in text:
+        text = _SHELL_ARG.sub(rf"\g<1>{ARG_MASK}", text)
+    return text
 
 
 def _clean(value: Any) -> Any:
@@ -39,10 +45,15 @@ class RedactTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(_clean(a) for a in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {k: _clean(v) for k, v in record.args.items()}
+        args = record.args
+        if isinstance(args, tuple):
+            # Rebuilt only when an argument changes (most access-log lines: none).
+            for arg in args:
+                if isinstance(arg, str) and redact(arg) is not arg:
+                    record.args = tuple(_clean(a) for a in args)
+                    break
+        elif isinstance(args, dict):
+            record.args = {k: _clean(v) for k, v in args.items()}
         return True
 
 
