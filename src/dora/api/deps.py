@@ -73,7 +73,11 @@ def too_many(message: str, retry_after: float) -> ApiError:
 
 
 def bearer_token(request: HTTPConnection) -> str | None:
-    header = request.headers.get("authorization", "")
+    return bearer_from_header(request.headers.get("authorization", ""))
+
+
+def bearer_from_header(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header's value, else None."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None

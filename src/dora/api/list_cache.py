@@ -39,7 +39,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dora.api.context import ApiContext
-from dora.api.deps import authenticate, bearer_token
+from dora.api.deps import authenticate, bearer_from_header
 from dora.api.errors import ApiError, error_response
 from dora.api.schemas import ResourceList
 from dora.api.services.resources import ListScope, list_in_scope, list_scope
@@ -157,11 +157,18 @@ class ListCache:
             self._bytes -= len(dropped)
 
 
-def _wants_fresh(scope: Scope) -> bool:
+def _credentials(scope: Scope) -> tuple[str | None, bool]:
+    """The bearer token (of the first Authorization header, as Starlette reads it)
+    and whether the client asked for a fresh answer, in one pass over the headers."""
+    authorization: bytes | None = None
+    fresh = False
     for name, value in scope["headers"]:
-        if name == b"cache-control" and (b"no-cache" in value or b"no-store" in value):
-            return True
-    return False
+        if name == b"authorization" and authorization is None:
+            authorization = value
+        elif name == b"cache-control" and (b"no-cache" in value or b"no-store" in value):
+            fresh = True
+    token = bearer_from_header(authorization.decode("latin-1")) if authorization else None
+    return token, fresh
 
 
 class ListCacheMiddleware:
@@ -191,14 +198,12 @@ class ListCacheMiddleware:
             return
         query = parse_list_request(scope["path"], scope["query_string"])
         info = cacheable_kind(query.kind) if query is not None else None
-        if query is None or info is None or _wants_fresh(scope):
+        token, fresh = _credentials(scope) if info is not None else (None, False)
+        # No token: FastAPI's route gives the 401 (and counts it); no-cache: its read.
+        if query is None or info is None or token is None or fresh:
             await self.app(scope, receive, send)
             return
         connection = HTTPConnection(scope)
-        token = bearer_token(connection)
-        if token is None:  # FastAPI says 401 (and counts it)
-            await self.app(scope, receive, send)
-            return
         scope["route"] = ROUTE
         ctx = self.ctx
         # From here on this request is answered here: the caller has been counted.
