@@ -152,6 +152,9 @@ async def _write_with_event(
     event = Event(write.key, reason, message, caller.name, ctx.clock())
     (record,) = await ctx.store.batch([write], actor=caller.name, fence=None, events=[event])
     assert record is not None
+    # A User or Role changed here counts on this replica's next request, not only once
+    # its change feed follower reads it (other replicas: the feed).
+    ctx.identity.apply_record(record.key, record)
     return record
 
 
