@@ -180,6 +180,28 @@ def test_sync_ignores_git_and_dorasyncignore_patterns(
     assert ignored(rel, is_dir, ["*.tmp", "build/", "/data/raw/*"]) is skipped
 
 
+@pytest.mark.parametrize(
+    ("rel", "is_dir", "skipped"),
+    [
+        ("run.log", False, True),
+        ("keep.log", False, False),  # taken back by the later !keep.log
+        ("logs", True, True),
+        ("logs/keep.log", False, True),  # its folder is skipped: git does the same
+        ("data/raw/a.csv", False, True),
+        ("data/raw/labels.csv", False, False),
+        ("!bang", False, True),  # \\! is a literal !
+        ("#hash", False, True),  # \\# is a literal #
+        ("other.txt", False, False),
+    ],
+)
+def test_a_negated_pattern_takes_a_path_back_and_the_last_match_decides(
+    rel: str, is_dir: bool, skipped: bool
+) -> None:
+    patterns = ["*.log", "!keep.log", "logs/", "/data/raw/*", "!/data/raw/labels.csv"]
+    patterns += ["\\!bang", "\\#hash"]
+    assert ignored(rel, is_dir, patterns) is skipped
+
+
 def test_sync_sends_new_and_changed_files_only() -> None:
     files = [
         LocalFile(Path("a"), "a", 1, 10.0),

@@ -273,7 +273,8 @@ def sync_cmd(
     size or modification time differ. One pass, then exit; --watch keeps going.
 
     One way only (local → volume); nothing is deleted. Skipped: .git, and the
-    patterns in SOURCE/.dorasyncignore (gitignore-style: *.tmp, build/, data/raw/*).
+    patterns in SOURCE/.dorasyncignore (gitignore-style: *.tmp, build/, data/raw/*,
+    and !data/raw/keep.csv to take one back).
 
     Examples:
 

@@ -68,7 +68,8 @@ class LocalFile:
 
 
 def read_ignore(folder: Path) -> list[str]:
-    """Patterns of ``<folder>/.dorasyncignore`` (one per line, ``#`` comments)."""
+    """Patterns of ``<folder>/.dorasyncignore``, one per line; ``#`` starts a comment
+    line (``\\#`` is a literal ``#``)."""
     try:
         text = (folder / IGNORE_FILE).read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
@@ -77,23 +78,42 @@ def read_ignore(folder: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def _matches(pattern: str, rel: str, name: str) -> bool:
+    if "/" in pattern:
+        return fnmatch.fnmatchcase(rel, pattern.lstrip("/"))
+    return fnmatch.fnmatchcase(name, pattern)
+
+
 def ignored(rel: str, is_dir: bool, patterns: list[str]) -> bool:
     """Whether `rel` (POSIX, relative) is skipped: ``.git`` anywhere, and the patterns
     gitignore-style — a pattern with a ``/`` matches the whole path from the folder's
-    root, one without matches any single name; a trailing ``/`` matches folders only."""
+    root, one without matches any single name; a trailing ``/`` matches folders only;
+    ``!pattern`` takes a path matched by an earlier pattern back in (the last pattern
+    that matches decides; as in git, nothing inside a skipped folder comes back);
+    ``\\!`` and ``\\#`` start a pattern with a literal ``!`` or ``#``."""
     parts = rel.split("/")
     if any(p in ALWAYS_IGNORED for p in parts):
         return True
+    for depth in range(1, len(parts)):  # a folder on the way is skipped: so is this
+        if _decide("/".join(parts[:depth]), parts[depth - 1], True, patterns):
+            return True
+    return _decide(rel, parts[-1], is_dir, patterns)
+
+
+def _decide(rel: str, name: str, is_dir: bool, patterns: list[str]) -> bool:
+    """The last pattern matching `rel` itself decides (no pattern: kept)."""
+    skip = False
     for raw in patterns:
-        pattern, dirs_only = raw.rstrip("/"), raw.endswith("/")
+        negate = raw.startswith("!")
+        body = raw[1:] if negate else raw
+        if body.startswith(("\\!", "\\#")):
+            body = body[1:]
+        pattern, dirs_only = body.rstrip("/"), body.endswith("/")
         if not pattern or (dirs_only and not is_dir):
             continue
-        if "/" in pattern:
-            if fnmatch.fnmatchcase(rel, pattern.lstrip("/")):
-                return True
-        elif fnmatch.fnmatchcase(parts[-1], pattern):
-            return True
-    return False
+        if _matches(pattern, rel, name):
+            skip = not negate
+    return skip
 
 
 def local_files(
