@@ -67,6 +67,21 @@ def test_bad_values_name_their_variable() -> None:
     with pytest.raises(StoreError, match="DORA_SQLITE_SYNCHRONOUS"):
         settings(DORA_SQLITE_SYNCHRONOUS="OFF")
     assert settings(DORA_SQLITE_SYNCHRONOUS="full").synchronous == "FULL"
+    for bad in ("soon", "0", "-1", "7200"):
+        with pytest.raises(StoreError, match="DORA_SQLITE_BUSY_S"):
+            settings(DORA_SQLITE_BUSY_S=bad)
+
+
+async def test_the_busy_timeout_reaches_the_sqlite_store(tmp_path: Path) -> None:
+    assert settings().busy_timeout == 10.0
+    store = await open_store(
+        settings(DORA_DATA_DIR=str(tmp_path), DB_NAME="b", INIT_DB="true", DORA_SQLITE_BUSY_S="2.5")
+    )
+    try:
+        assert isinstance(store, SqliteStore)
+        assert store.busy_timeout == 2.5
+    finally:
+        await store.close()
 
 
 def test_contact_points_select_the_cql_backend() -> None:

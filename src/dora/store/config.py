@@ -11,6 +11,8 @@ variable                     meaning
 ``DORA_DATA_DIR``            SQLite directory; default ``$XDG_DATA_HOME/dora``, else
                              ``/var/lib/dora`` for root, else ``~/.local/share/dora``
 ``DORA_SQLITE_SYNCHRONOUS``  ``NORMAL`` (default) or ``FULL``; see `dora.store.sqlite`
+``DORA_SQLITE_BUSY_S``       seconds a write waits for another process's write lock
+                             before it fails (default 10)
 ===========================  =========================================================
 
 The SQLite directory must be on a local disk, never NFS/SMB: SQLite's file locks and
@@ -34,6 +36,8 @@ Backend = Literal["sqlite", "cql"]
 
 DEFAULT_DB_NAME = "dora"
 DEFAULT_CQL_PORT = 9042
+DEFAULT_BUSY_S = 10.0
+MAX_BUSY_S = 3600.0
 NETWORK_FILESYSTEMS = frozenset(
     ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "fuse.sshfs", "9p", "ceph")
 )
@@ -53,6 +57,7 @@ class StoreSettings:
     contact_points: tuple[tuple[str, int], ...] = ()
     init_db: bool = False
     synchronous: Synchronous = "NORMAL"
+    busy_timeout: float = DEFAULT_BUSY_S
 
     @property
     def sqlite_path(self) -> Path:
@@ -73,6 +78,7 @@ class StoreSettings:
             contact_points=contact_points,
             init_db=parse_bool("INIT_DB", env.get("INIT_DB", "")),
             synchronous=parse_synchronous(env.get("DORA_SQLITE_SYNCHRONOUS", "NORMAL")),
+            busy_timeout=parse_seconds("DORA_SQLITE_BUSY_S", env.get("DORA_SQLITE_BUSY_S", "")),
         )
 
 
@@ -110,6 +116,19 @@ def parse_bool(variable: str, text: str) -> bool:
     if value in _FALSE:
         return False
     raise StoreError(f"{variable}={text!r}: expected true or false")
+
+
+def parse_seconds(variable: str, text: str, default: float = DEFAULT_BUSY_S) -> float:
+    """A positive number of seconds (at most an hour); empty → `default`."""
+    if not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise StoreError(f"{variable}={text!r}: expected a number of seconds") from None
+    if not 0 < value <= MAX_BUSY_S:
+        raise StoreError(f"{variable}={text!r}: expected more than 0 and at most {MAX_BUSY_S:g}")
+    return value
 
 
 def parse_synchronous(text: str) -> Synchronous:
@@ -179,7 +198,9 @@ async def open_store(settings: StoreSettings) -> Store:
         store = await _open_cql(settings)
     else:
         path = _prepare_sqlite_file(settings)
-        store = SqliteStore(path, synchronous=settings.synchronous)
+        store = SqliteStore(
+            path, synchronous=settings.synchronous, busy_timeout=settings.busy_timeout
+        )
     if settings.init_db:
         await store.init()
     return store

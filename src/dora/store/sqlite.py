@@ -659,6 +659,11 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
 
+    @property
+    def busy_timeout(self) -> float:
+        """Seconds a write waits for another process's write lock before failing."""
+        return self._busy_timeout
+
     # connections ------------------------------------------------------------
     def _connect(self, writer: bool) -> sqlite3.Connection:
         conn = sqlite3.connect(
