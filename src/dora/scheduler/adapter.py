@@ -49,7 +49,12 @@ __all__ = ["LOCAL_VOLUME_ROOT"]  # re-exported: where `storage: Local` volumes l
 def _dig(data: Mapping[str, Any] | None, *path: str) -> Any:
     value: Any = data or {}
     for part in path:
-        value = value.get(part) if isinstance(value, Mapping) else None
+        # Plain dicts (every decoded record) first: an ABC isinstance check costs
+        # more than the look-up itself.
+        if type(value) is dict or isinstance(value, Mapping):
+            value = value.get(part)
+        else:
+            return None
     return value
 
 

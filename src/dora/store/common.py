@@ -20,6 +20,16 @@ Plan = tuple[NewRecord | None, Key, dict[str, Any], int | None, bool]
 
 
 def check_key(key: Key) -> None:
+    if (
+        type(key) is Key  # the common case first: exact types, cheaper than isinstance
+        and type(key.kind) is str
+        and type(key.zone) is str
+        and type(key.workspace) is str
+        and type(key.name) is str
+        and key.kind
+        and key.name
+    ):
+        return
     if not isinstance(key, Key):
         raise TypeError(f"expected a Key, got {type(key).__name__}")
     if not (
@@ -112,6 +122,18 @@ def encode(name: str, value: Any) -> Any:
     if name in JSON_FIELDS:
         return None if value is None else dumps(value)
     return value
+
+
+def with_changes(record: Record, changes: Mapping[str, Any]) -> Record:
+    """``dataclasses.replace(record, **changes)`` for field names in ``changes``,
+    without replace's per-field machinery (a quarter of the cost: every update of a
+    batch returns one). `Record` is a plain frozen dataclass (no ``__post_init__``,
+    no ``init=False`` field), so copying its attributes is the same thing."""
+    new = object.__new__(Record)
+    state = new.__dict__
+    state.update(record.__dict__)
+    state.update(changes)
+    return new
 
 
 def record_from_row(row: Sequence[Any]) -> Record:

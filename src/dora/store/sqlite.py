@@ -71,7 +71,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -108,6 +107,7 @@ from dora.store.common import encode as _encode
 from dora.store.common import pk as _pk
 from dora.store.common import plan_write as _plan_write
 from dora.store.common import record_from_row as _record
+from dora.store.common import with_changes as _with_changes
 from dora.store.sqlite_schema import SCHEMA, SCHEMA_VERSION
 
 log = logging.getLogger("dora.store.sqlite")
@@ -303,7 +303,7 @@ def _tx_create(tx: _Tx, new: NewRecord, hashes: _SpecHashes) -> Record:
             uid,
             1,
             spec_json,
-            _dumps(new.meta),
+            _dumps(new.meta) if new.meta else "{}",
             new.desired,
             _encode("computed", new.computed),
             _encode("observed", new.observed),
@@ -365,7 +365,10 @@ def _tx_update(
             )
             if cur.rowcount == 1:
                 tx.change(key, "update", expected + 1, tuple(items))
-                return replace(base, version=expected + 1, updated_at=now, **items)
+                changes = dict(items)
+                changes["version"] = expected + 1
+                changes["updated_at"] = now
+                return _with_changes(base, changes)
         # The common case (status, binding, observed): one statement when the version
         # matches; the look-up below only tells NotFound from Conflict.
         rows = conn.execute(
