@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dora.scheduler import adapter
+from dora.scheduler import adapter, collector
 from dora.scheduler.placement import ClusterState, place_many
 from dora.scheduler.reconcile import (
     Action,
@@ -288,9 +288,17 @@ class Scheduler:
         Writes go out in batches of `BATCH_GROUPS` groups (reconcile actions first,
         then bindings and statuses through one `_Pipeline`), each one transaction on
         SQLite; a batch that hits a concurrent change is retried group by group so one
-        busy record does not hold back the rest.
+        busy record does not hold back the rest. Python's cyclic garbage collector is
+        paused meanwhile (`collector`).
         """
         started = time.perf_counter()
+        with collector.paused():
+            stats = await self._pass()
+        stats.seconds = time.perf_counter() - started
+        self.passes += 1
+        return stats
+
+    async def _pass(self) -> PassStats:
         stats = PassStats()
         now = self.clock()
         if now - self._last_sweep >= self.settings.sweep_s:
@@ -330,8 +338,6 @@ class Scheduler:
             await pipe.close()
         finally:
             await pipe.abandon()
-        stats.seconds = time.perf_counter() - started
-        self.passes += 1
         return stats
 
     def _lost_nodes(self, now: float) -> frozenset[str]:
