@@ -593,20 +593,18 @@ class Scheduler:
         if workload is None:
             return None
         current = workload.computed or {}
-        running = sum(
-            1
-            for c in self.snapshot.containers_of(name)
-            if c.observed and c.observed.get("state") == "running"
-        )
         values: dict[str, Any] = {
             "phase": phase.value if phase else current.get("phase", Phase.PENDING.value),
-            "running": running,
+            "running": self.snapshot.running_count(name),
             "message": current.get("message", "") if message is None else message,
             "reason": reason,
         }
         if started_at is not None and current.get("started_at") is None:
             values["started_at"] = started_at
-        if all(current.get(k) == v for k, v in values.items()):
+        for key, value in values.items():
+            if current.get(key) != value:
+                break
+        else:
             return None
         events = []
         if reason and reason != current.get("reason"):
