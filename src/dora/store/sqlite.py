@@ -208,6 +208,18 @@ class _Tx:
         self.feed: list[tuple[Any, ...]] = []
         self.first_versions: dict[str, tuple[Any, ...]] = {}
         """Spec version 1 of each record created in this transaction, by uid."""
+        self._spec_json: dict[int, tuple[Mapping[str, Any], str]] = {}
+
+    def spec_json(self, spec: Mapping[str, Any]) -> str:
+        """``spec`` as JSON, encoded once per spec dict in this transaction: a gang's
+        replicas share their workload's spec (the dict stays alive while the batch
+        holds it, so its id is not reused; the identity check keeps it exact)."""
+        known = self._spec_json.get(id(spec))
+        if known is not None and known[0] is spec:
+            return known[1]
+        text = _dumps(spec)
+        self._spec_json[id(spec)] = (spec, text)
+        return text
 
     def change(self, key: Key, op: ChangeOp, version: int, parts: Sequence[str]) -> None:
         self.feed.append(
@@ -293,7 +305,7 @@ def _tx_create(tx: _Tx, new: NewRecord, hashes: _SpecHashes) -> Record:
     """Insert ``new`` (no read back: the record returned is built from ``new``, its
     parts the very objects given) and queue its spec version 1 and feed entry."""
     now = tx.now
-    spec_json = _dumps(new.spec)
+    spec_json = tx.spec_json(new.spec)
     digest = hashes(new.spec, spec_json)
     uid = _new_uid()
     cur = tx.conn.execute(
