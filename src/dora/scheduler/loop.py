@@ -470,13 +470,18 @@ class Scheduler:
         this pass creates (not written yet), by workload. A gang whose volumes cannot be
         mounted waits in `blocked`, with the reason."""
         queue = []
+        containers, by_workload = self.snapshot.containers, self.snapshot.by_workload
         for name, workload in self.snapshot.workloads.items():
             if workload.desired != "run":
                 continue
+            workspace, spec_hash = name[0], workload.spec_hash
             names = [
-                c.key.name
-                for c in self.snapshot.containers_of(name)
-                if not c.node and c.desired == "run" and c.spec_hash == workload.spec_hash
+                n
+                for n in by_workload.get(name, ())
+                if (c := containers.get((workspace, n))) is not None
+                and not c.node
+                and c.desired == "run"
+                and c.spec_hash == spec_hash
             ]
             names += fresh.get(name, {})
             unplaced = tuple(sorted(set(names), key=lambda n: (len(n), n)))
