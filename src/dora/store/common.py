@@ -20,16 +20,6 @@ Plan = tuple[NewRecord | None, Key, dict[str, Any], int | None, bool]
 
 
 def check_key(key: Key) -> None:
-    if (
-        type(key) is Key  # the common case first: exact types, cheaper than isinstance
-        and type(key.kind) is str
-        and type(key.zone) is str
-        and type(key.workspace) is str
-        and type(key.name) is str
-        and key.kind
-        and key.name
-    ):
-        return
     if not isinstance(key, Key):
         raise TypeError(f"expected a Key, got {type(key).__name__}")
     if not (

@@ -301,6 +301,11 @@ def _tx_spec_version(tx: _Tx, uid: str, spec_json: str, digest: str) -> None:
         )
 
 
+_INSERT_RECORD = (
+    f"INSERT INTO records ({_COLS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT DO NOTHING"
+)
+
+
 def _tx_create(tx: _Tx, new: NewRecord, hashes: _SpecHashes) -> Record:
     """Insert ``new`` (no read back: the record returned is built from ``new``, its
     parts the very objects given) and queue its spec version 1 and feed entry."""
@@ -309,7 +314,7 @@ def _tx_create(tx: _Tx, new: NewRecord, hashes: _SpecHashes) -> Record:
     digest = hashes(new.spec, spec_json)
     uid = _new_uid()
     cur = tx.conn.execute(
-        f"INSERT INTO records ({_COLS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT DO NOTHING",
+        _INSERT_RECORD,
         (
             *_pk(new.key),
             uid,
