@@ -288,6 +288,45 @@ def test_memory_shares(request_: Request, expected: int) -> None:
     assert memory_share(node("a", gpus=8, cpus=32, memory_gib=64), request_) == expected
 
 
+def _free(ns: NodeState) -> tuple[object, ...]:
+    return (
+        {m: sorted(g) for m, g in ns.free_gpus.items()},
+        {m: sorted(g) for m, g in ns.pinnable.items()},
+        ns.n_free_gpus,
+        ns.n_pinnable,
+        ns.slice_busy,
+        sorted(ns.free_cpus),
+        ns.gpu_score,
+        ns.cpu_score,
+    )
+
+
+@pytest.mark.parametrize(
+    "cpus",
+    [
+        (2, 3),  # GPU 1's whole slice: the set-operation path
+        (3, 2),  # the same CPUs in another order: CPU by CPU
+        (2,),  # part of a slice
+        (1, 2, 3),  # across two slices
+        (3, 4, 5),  # a slice and a CPU outside every slice
+    ],
+)
+def test_booking_a_whole_gpu_slice_matches_booking_it_cpu_by_cpu(cpus: tuple[int, ...]) -> None:
+    # `book` takes one pinned GPU's whole slice with set operations, anything else CPU
+    # by CPU: both must leave the node in the same state, also over a partly busy slice.
+    view = node("a", gpus=3, cpus=7)  # k = 2: slices (0, 1), (2, 3), (4, 5); CPU 6 free
+    for earlier in ((), (Booking("a", cpu_ids=(3,)),)):
+        fast, slow = NodeState.empty(view), NodeState.empty(view)
+        for booking in earlier:
+            fast.book(booking)
+            slow.book(booking)
+        fast.book(Booking("a", gpu_indices=(1,), cpu_ids=cpus))
+        slow.book(Booking("a", gpu_indices=(1,)))
+        for cpu in cpus:  # one CPU a booking: never a whole slice
+            slow.book(Booking("a", cpu_ids=(cpu,)))
+        assert _free(fast) == _free(slow)
+
+
 def test_booking_carries_workload_and_end_time() -> None:
     st = state_of(node("a"))
     result = place_gang(st, gang("job", gpu_count=1, max_run_time_s=None), now=100.0)

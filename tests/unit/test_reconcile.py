@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,9 @@ from dora.scheduler import (
     replica_index,
     replica_name,
 )
+
+# The module itself (the package exports its `reconcile` function under that name).
+reconcile_module = importlib.import_module("dora.scheduler.reconcile")
 
 RUNNING = ContainerState.RUNNING
 EXITED = ContainerState.EXITED
@@ -389,6 +393,32 @@ def test_reconcile_invariants(
         assert result.names(ActionKind.CREATE) == ()
         assert result.names(ActionKind.RECREATE) == ()
     assert result.remove_workload == (desired is Desired.DRAIN and not containers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    replicas=st.integers(-1, 5),
+    desired=st.sampled_from(list(Desired)),
+    policy=_policies,
+    max_run_time=st.sampled_from([None, 30.0, 100.0, 1000.0]),
+    started_at=st.sampled_from([None, 0.0, 70.0, 100.0]),
+)
+def test_a_workload_without_containers_gets_what_the_full_rules_decide(
+    replicas: int,
+    desired: Desired,
+    policy: RestartPolicy,
+    max_run_time: float | None,
+    started_at: float | None,
+) -> None:
+    # `reconcile` takes a shortcut for a workload with no container (every new one):
+    # it must decide exactly what the rules in full decide over no records.
+    workload = WorkloadView(
+        "train", desired, replicas, "h1", policy, max_run_time_s=max_run_time, started_at=started_at
+    )
+    lost = frozenset({"dead"})
+    fast = reconcile(workload, [], now=100.0, lost_nodes=lost)
+    full = reconcile_module._general(workload, [], 100.0, lost, Backoff())
+    assert fast == full
 
 
 def _apply(result: ReconcileResult, containers: list[ContainerView]) -> list[ContainerView]:

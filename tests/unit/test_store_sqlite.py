@@ -4,6 +4,7 @@ exact expiry boundaries (injected clock), trim batching, lifecycle and validatio
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import sys
 import time
@@ -21,6 +22,7 @@ from dora.store import (
     NewRecord,
     Patch,
     StoreError,
+    Write,
 )
 from dora.store import sqlite as backend
 from dora.store.sqlite import SqliteStore
@@ -464,3 +466,28 @@ async def test_generation_changes_with_every_commit_of_anyone(
     assert store.generation() == after_other
     await store.close()
     assert store.generation() is None
+
+
+async def test_replicas_sharing_one_spec_dict_each_store_their_spec(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    # A batch encodes a spec dict shared by several creates once (a gang's replicas);
+    # every record, and its spec version 1, still holds its own spec as given.
+    shared = {"image": "train", "replica": {"count": 3}}
+    specs = {"t.1": shared, "t.2": shared, "t.3": shared, "s.1": {"image": "serve"}}
+    specs["s.2"] = dict(specs["s.1"], image="serve:2")  # equal shape, other dict
+    keys = {name: Key("Container", "z1", "w1", name) for name in specs}
+    writes = [
+        Write(key=keys[name], new=NewRecord(key=keys[name], spec=spec, owner="o"))
+        for name, spec in specs.items()
+    ]
+    await store.batch(writes, actor="test", fence=None)
+    assert {name: (await store.get(key)).spec for name, key in keys.items()} == specs
+    conn = sqlite3.connect(tmp_path / "t.sqlite3")
+    try:
+        stored = conn.execute(
+            "SELECT r.name, v.spec FROM records r JOIN spec_versions v ON v.uid = r.uid"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert {name: json.loads(text) for name, text in stored} == specs

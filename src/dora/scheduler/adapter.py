@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from dora.model import LOCAL_STORAGE, duration_seconds
 from dora.model.location import LOCAL_VOLUME_ROOT, volume_location
@@ -49,8 +50,29 @@ __all__ = ["LOCAL_VOLUME_ROOT"]  # re-exported: where `storage: Local` volumes l
 def _dig(data: Mapping[str, Any] | None, *path: str) -> Any:
     value: Any = data or {}
     for part in path:
-        value = value.get(part) if isinstance(value, Mapping) else None
+        # Plain dicts (every decoded record) first: an ABC isinstance check costs
+        # more than the look-up itself.
+        if type(value) is dict or isinstance(value, Mapping):
+            value = value.get(part)
+        else:
+            return None
     return value
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _member(members: Mapping[str, E], kind: type[E], value: Any) -> E:
+    """``kind(value)`` through a prebuilt table: an enum call costs more than the rest
+    of a spec's parsing together. Anything not in the table goes to the call, which
+    raises ValueError exactly as before."""
+    found = members.get(value) if type(value) is str else None
+    return found if found is not None else kind(value)
+
+
+_AFFINITIES = {m.value: m for m in Affinity}
+_POLICIES = {m.value: m for m in RestartPolicy}
+_DESIRED = {m.value: m for m in Desired}
 
 
 def is_ready(node: Record, now: float, ready_s: float) -> bool:
@@ -106,7 +128,7 @@ def request_of(spec: Mapping[str, Any]) -> Request:
         cpu_millicores=millicores,
         cpu_models=parse_product_names(cpu.get("product_name")) if cpu else None,
         node_name=parse_node_name(_dig(spec, "selectors", "node", "name")),
-        affinity=Affinity(_dig(spec, "config", "affinity") or "First"),
+        affinity=_member(_AFFINITIES, Affinity, _dig(spec, "config", "affinity") or "First"),
     )
 
 
@@ -136,7 +158,9 @@ def spec_facts(spec: Mapping[str, Any]) -> SpecFacts:
     facts = SpecFacts(
         request=request_of(spec),
         replicas=replicas_of(spec),
-        restart_policy=RestartPolicy(_dig(spec, "config", "restartPolicy") or "Never"),
+        restart_policy=_member(
+            _POLICIES, RestartPolicy, _dig(spec, "config", "restartPolicy") or "Never"
+        ),
         max_run_time_s=max_run_time_s(spec),
         priority=int(spec.get("priority") or 0),
     )
@@ -160,7 +184,7 @@ def workload_view(record: Record) -> WorkloadView:
     started = (record.computed or {}).get("started_at")
     return WorkloadView(
         name=record.key.name,
-        desired=Desired(record.desired),
+        desired=_member(_DESIRED, Desired, record.desired),
         replicas=facts.replicas,
         spec_hash=record.spec_hash,
         restart_policy=facts.restart_policy,
@@ -184,7 +208,7 @@ def container_view(record: Record) -> ContainerView:
     view = ContainerView(
         name=record.key.name,
         spec_hash=record.spec_hash,
-        desired=Desired(record.desired),
+        desired=_member(_DESIRED, Desired, record.desired),
         state=state,
         exit_code=int(exit_code) if isinstance(exit_code, int) else None,
         node=None if computed.get("released") else record.node or None,

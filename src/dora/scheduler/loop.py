@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dora.scheduler import adapter
+from dora.scheduler import adapter, collector
 from dora.scheduler.placement import ClusterState, place_many
 from dora.scheduler.reconcile import (
     Action,
@@ -288,9 +288,17 @@ class Scheduler:
         Writes go out in batches of `BATCH_GROUPS` groups (reconcile actions first,
         then bindings and statuses through one `_Pipeline`), each one transaction on
         SQLite; a batch that hits a concurrent change is retried group by group so one
-        busy record does not hold back the rest.
+        busy record does not hold back the rest. Python's cyclic garbage collector is
+        paused meanwhile (`collector`).
         """
         started = time.perf_counter()
+        with collector.paused():
+            stats = await self._pass()
+        stats.seconds = time.perf_counter() - started
+        self.passes += 1
+        return stats
+
+    async def _pass(self) -> PassStats:
         stats = PassStats()
         now = self.clock()
         if now - self._last_sweep >= self.settings.sweep_s:
@@ -330,8 +338,6 @@ class Scheduler:
             await pipe.close()
         finally:
             await pipe.abandon()
-        stats.seconds = time.perf_counter() - started
-        self.passes += 1
         return stats
 
     def _lost_nodes(self, now: float) -> frozenset[str]:
@@ -464,13 +470,18 @@ class Scheduler:
         this pass creates (not written yet), by workload. A gang whose volumes cannot be
         mounted waits in `blocked`, with the reason."""
         queue = []
+        containers, by_workload = self.snapshot.containers, self.snapshot.by_workload
         for name, workload in self.snapshot.workloads.items():
             if workload.desired != "run":
                 continue
+            workspace, spec_hash = name[0], workload.spec_hash
             names = [
-                c.key.name
-                for c in self.snapshot.containers_of(name)
-                if not c.node and c.desired == "run" and c.spec_hash == workload.spec_hash
+                n
+                for n in by_workload.get(name, ())
+                if (c := containers.get((workspace, n))) is not None
+                and not c.node
+                and c.desired == "run"
+                and c.spec_hash == spec_hash
             ]
             names += fresh.get(name, {})
             unplaced = tuple(sorted(set(names), key=lambda n: (len(n), n)))
@@ -587,20 +598,18 @@ class Scheduler:
         if workload is None:
             return None
         current = workload.computed or {}
-        running = sum(
-            1
-            for c in self.snapshot.containers_of(name)
-            if c.observed and c.observed.get("state") == "running"
-        )
         values: dict[str, Any] = {
             "phase": phase.value if phase else current.get("phase", Phase.PENDING.value),
-            "running": running,
+            "running": self.snapshot.running_count(name),
             "message": current.get("message", "") if message is None else message,
             "reason": reason,
         }
         if started_at is not None and current.get("started_at") is None:
             values["started_at"] = started_at
-        if all(current.get(k) == v for k, v in values.items()):
+        for key, value in values.items():
+            if current.get(key) != value:
+                break
+        else:
             return None
         events = []
         if reason and reason != current.get("reason"):

@@ -144,6 +144,7 @@ class _NodeShape:
         "cpu_gpu",
         "cpu_position",
         "cpu_set",
+        "empty_state",
         "gpu_model",
         "gpu_position",
         "gpu_slice",
@@ -152,6 +153,7 @@ class _NodeShape:
         "mem_per_gpu",
         "n_cpus",
         "n_gpus",
+        "slice_owner",
         "view",
     )
 
@@ -168,10 +170,14 @@ class _NodeShape:
         self.gpu_position = {g.index: i for i, g in enumerate(ordered)}
         self.gpu_slice = {g.index: cpus[i * k : (i + 1) * k] for i, g in enumerate(ordered)}
         self.cpu_gpu = {c: g for g, owned in self.gpu_slice.items() for c in owned}
+        self.slice_owner = {owned: g for g, owned in self.gpu_slice.items() if owned}
+        """A GPU's whole CPU slice (as `bind` books it for one pinned GPU) → that GPU."""
         self.cpu_position = {c: i for i, c in enumerate(cpus)}
         self.cpu_set = frozenset(cpus)
         self.mem_per_gpu = view.memory_bytes // self.n_gpus if self.n_gpus else 0
         self.mem_per_cpu = view.memory_bytes // self.n_cpus if self.n_cpus else 0
+        self.empty_state: NodeState | None = None
+        """The node with nothing booked, built once (`NodeState.empty` copies it)."""
 
 
 @functools.lru_cache(maxsize=1 << 15)
@@ -228,9 +234,20 @@ class NodeState:
 
     @classmethod
     def empty(cls, view: NodeView, shape: _NodeShape | None = None) -> NodeState:
-        """The node with nothing booked."""
+        """The node with nothing booked (a copy of the shape's empty state)."""
+        shape = shape if shape is not None else _shape_of(view)
+        template = shape.empty_state
+        if template is None:
+            template = shape.empty_state = cls._build_empty(view, shape)
+        ns = template.copy()
+        ns.view = view
+        ns.name = view.name
+        return ns
+
+    @classmethod
+    def _build_empty(cls, view: NodeView, shape: _NodeShape) -> NodeState:
         ns = cls.__new__(cls)
-        ns.shape = shape if shape is not None else _shape_of(view)
+        ns.shape = shape
         ns.view = view
         ns.name = view.name
         ns.free_gpus = {}
@@ -319,22 +336,47 @@ class NodeState:
 
     def book(self, booking: Booking) -> None:
         """Take what ``booking`` holds. Existing bookings are trusted not to overlap."""
+        shape = self.shape
+        # `_take_gpu` inlined.
         for index in booking.gpu_indices:
-            self._take_gpu(index)
-        # `_take_cpu` inlined: the hot loop (a pinned GPU booking holds k CPUs per GPU).
-        free_cpus, cpu_gpu = self.free_cpus, self.shape.cpu_gpu
-        for cpu in booking.cpu_ids:
-            if cpu not in free_cpus:
+            model = shape.gpu_model.get(index)
+            if model is None:
                 continue
-            free_cpus.discard(cpu)
-            owner = cpu_gpu.get(cpu)
-            if owner is None:
+            free = self.free_gpus[model]
+            if index not in free:
                 continue
-            self.slice_busy[owner] += 1
-            pinnable = self.pinnable[self.shape.gpu_model[owner]]
+            free.discard(index)
+            self.n_free_gpus -= 1
+            pinned = self.pinnable[model]
+            if index in pinned:
+                pinned.discard(index)
+                self.n_pinnable -= 1
+        free_cpus, cpus = self.free_cpus, booking.cpu_ids
+        owner = shape.slice_owner.get(cpus)
+        if owner is not None and free_cpus.issuperset(cpus):
+            # The common case, one pinned GPU's whole free slice: what the loop below
+            # does CPU by CPU, in a few set operations.
+            free_cpus.difference_update(cpus)
+            self.slice_busy[owner] += len(cpus)
+            pinnable = self.pinnable[shape.gpu_model[owner]]
             if owner in pinnable:
                 pinnable.discard(owner)
                 self.n_pinnable -= 1
+        else:
+            # `_take_cpu` inlined: the hot loop (a pinned booking holds k CPUs per GPU).
+            cpu_gpu = shape.cpu_gpu
+            for cpu in cpus:
+                if cpu not in free_cpus:
+                    continue
+                free_cpus.discard(cpu)
+                owner = cpu_gpu.get(cpu)
+                if owner is None:
+                    continue
+                self.slice_busy[owner] += 1
+                pinnable = self.pinnable[shape.gpu_model[owner]]
+                if owner in pinnable:
+                    pinnable.discard(owner)
+                    self.n_pinnable -= 1
         self.millicores_used += booking.millicores
         self.memory_free -= booking.memory_bytes
         if booking.workload is not None:

@@ -279,6 +279,19 @@ def reconcile(
 ) -> ReconcileResult:
     """Decide the actions and phase for one workload (see the module docstring)."""
     records = sorted(containers, key=lambda c: _sort_key(workload.name, c.name))
+    if not records:
+        return _without_containers(workload, now)
+    return _general(workload, records, now, lost_nodes, backoff)
+
+
+def _general(
+    workload: WorkloadView,
+    records: list[ContainerView],
+    now: float,
+    lost_nodes: frozenset[str],
+    backoff: Backoff,
+) -> ReconcileResult:
+    """`reconcile` over ``records`` (sorted by `_sort_key`), the rules in full."""
     starts = [c.started_at for c in records if c.started_at is not None]
     started_at = workload.started_at
     if started_at is None and starts:
@@ -315,6 +328,39 @@ def reconcile(
         message=message,
         remove_workload=workload.desired is Desired.DRAIN and not records,
         started_at=started_at,
+    )
+
+
+def _without_containers(workload: WorkloadView, now: float) -> ReconcileResult:
+    """`reconcile` of a workload that has no container (every new workload, once):
+    the same result as the rules in full (`_general` over no records; a test
+    compares them), without their per-container machinery."""
+    started_at = workload.started_at
+    desired = workload.desired
+    if desired is Desired.DRAIN:
+        return ReconcileResult(Phase.DELETED, (), "deleted", True, started_at)
+    if desired is Desired.PAUSE:
+        return ReconcileResult(Phase.PAUSED, (), "paused", False, started_at)
+    limit = workload.max_run_time_s
+    if limit is not None and started_at is not None and now - started_at >= limit:
+        return ReconcileResult(
+            Phase.FAILED, (), f"maxRunTime {limit:g}s exceeded", False, started_at
+        )
+    replicas = workload.replicas
+    if replicas == 0:
+        return ReconcileResult(Phase.IDLE, (), "0 replicas", False, started_at)
+    name = workload.name
+    creates = tuple(
+        Action(
+            ActionKind.CREATE,
+            f"{name}.{index}",
+            EventReason.SCALE_UP,
+            f"replica {index}/{replicas} of {name} added",
+        )
+        for index in range(1, replicas + 1)
+    )
+    return ReconcileResult(
+        Phase.PENDING, creates, f"0/{replicas} replicas running", False, started_at
     )
 
 

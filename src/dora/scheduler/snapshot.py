@@ -88,6 +88,17 @@ class Snapshot:
         names = self.by_workload.get(workload, ())
         return [self.containers[(workspace, n)] for n in names if (workspace, n) in self.containers]
 
+    def running_count(self, workload: Name) -> int:
+        """How many of the workload's containers their agent reports running."""
+        workspace, _ = workload
+        containers = self.containers
+        count = 0
+        for name in self.by_workload.get(workload, ()):
+            record = containers.get((workspace, name))
+            if record is not None and record.observed and record.observed.get("state") == "running":
+                count += 1
+        return count
+
     def all_containers(self) -> Iterable[Record]:
         return self.containers.values()
 

@@ -114,6 +114,18 @@ def encode(name: str, value: Any) -> Any:
     return value
 
 
+def with_changes(record: Record, changes: Mapping[str, Any]) -> Record:
+    """``dataclasses.replace(record, **changes)`` for field names in ``changes``,
+    without replace's per-field machinery (a quarter of the cost: every update of a
+    batch returns one). `Record` is a plain frozen dataclass (no ``__post_init__``,
+    no ``init=False`` field), so copying its attributes is the same thing."""
+    new = object.__new__(Record)
+    state = new.__dict__
+    state.update(record.__dict__)
+    state.update(changes)
+    return new
+
+
 def record_from_row(row: Sequence[Any]) -> Record:
     """A `Record` from the first 17 columns, in the backends' shared column order."""
     return Record(

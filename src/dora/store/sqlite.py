@@ -77,7 +77,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -114,6 +113,7 @@ from dora.store.common import encode as _encode
 from dora.store.common import pk as _pk
 from dora.store.common import plan_write as _plan_write
 from dora.store.common import record_from_row as _record
+from dora.store.common import with_changes as _with_changes
 from dora.store.sqlite_schema import SCHEMA, SCHEMA_VERSION
 
 log = logging.getLogger("dora.store.sqlite")
@@ -214,6 +214,18 @@ class _Tx:
         self.feed: list[tuple[Any, ...]] = []
         self.first_versions: dict[str, tuple[Any, ...]] = {}
         """Spec version 1 of each record created in this transaction, by uid."""
+        self._spec_json: dict[int, tuple[Mapping[str, Any], str]] = {}
+
+    def spec_json(self, spec: Mapping[str, Any]) -> str:
+        """``spec`` as JSON, encoded once per spec dict in this transaction: a gang's
+        replicas share their workload's spec (the dict stays alive while the batch
+        holds it, so its id is not reused; the identity check keeps it exact)."""
+        known = self._spec_json.get(id(spec))
+        if known is not None and known[0] is spec:
+            return known[1]
+        text = _dumps(spec)
+        self._spec_json[id(spec)] = (spec, text)
+        return text
 
     def change(self, key: Key, op: ChangeOp, version: int, parts: Sequence[str]) -> None:
         self.feed.append(
@@ -295,21 +307,26 @@ def _tx_spec_version(tx: _Tx, uid: str, spec_json: str, digest: str) -> None:
         )
 
 
+_INSERT_RECORD = (
+    f"INSERT INTO records ({_COLS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT DO NOTHING"
+)
+
+
 def _tx_create(tx: _Tx, new: NewRecord, hashes: _SpecHashes) -> Record:
     """Insert ``new`` (no read back: the record returned is built from ``new``, its
     parts the very objects given) and queue its spec version 1 and feed entry."""
     now = tx.now
-    spec_json = _dumps(new.spec)
+    spec_json = tx.spec_json(new.spec)
     digest = hashes(new.spec, spec_json)
     uid = _new_uid()
     cur = tx.conn.execute(
-        f"INSERT INTO records ({_COLS}) VALUES ({', '.join('?' * 17)}) ON CONFLICT DO NOTHING",
+        _INSERT_RECORD,
         (
             *_pk(new.key),
             uid,
             1,
             spec_json,
-            _dumps(new.meta),
+            _dumps(new.meta) if new.meta else "{}",
             new.desired,
             _encode("computed", new.computed),
             _encode("observed", new.observed),
@@ -371,7 +388,10 @@ def _tx_update(
             )
             if cur.rowcount == 1:
                 tx.change(key, "update", expected + 1, tuple(items))
-                return replace(base, version=expected + 1, updated_at=now, **items)
+                changes = dict(items)
+                changes["version"] = expected + 1
+                changes["updated_at"] = now
+                return _with_changes(base, changes)
         # The common case (status, binding, observed): one statement when the version
         # matches; the look-up below only tells NotFound from Conflict.
         rows = conn.execute(
