@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from dora.api.list_cache import (
@@ -11,6 +14,9 @@ from dora.api.list_cache import (
     cacheable_kind,
     parse_list_request,
 )
+from dora.api.services.views import record_out, row_json
+from dora.store import Key, NewRecord
+from dora.store.sqlite import SqliteStore
 
 P = "/v1/resources/"
 
@@ -85,3 +91,45 @@ def test_least_recently_used_entries_go_first_within_the_limits() -> None:
     cache.put(key("e"), 7, b"e" * 10)
     cache.put(key("f"), 7, b"f" * 10)
     assert len(cache) == 2
+
+
+async def test_a_row_renders_as_its_record_does(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "rows.sqlite3")
+    await store.init()
+    spec = {"image": {"image": "büsybox"}, "env": [{"name": "Ω", "value": "1.5"}], "n": 1e16}
+    made = [
+        NewRecord(key=Key("Workload", "z", "w", "plain"), spec=spec, owner="ann"),
+        NewRecord(
+            key=Key("Workload", "z", "w", "running"),
+            spec=spec,
+            meta={"labels": {"team": "ü"}},
+            owner="ann",
+            computed={"phase": "Running", "pending": None, "ids": [0, 1]},
+        ),
+        NewRecord(key=Key("Workload", "z", "w", "paused"), spec=spec, owner="ann", desired="pause"),
+        NewRecord(
+            key=Key("Container", "z", "w", "running.1"),
+            spec=spec,
+            owner="scheduler",
+            node="n1",
+            parent="running",
+            observed={"state": "running", "exit_code": None},
+        ),
+        NewRecord(key=Key("Container", "z", "w", "running.2"), spec=spec, owner="s", node="n1"),
+        NewRecord(key=Key("Container", "z", "w", "running.3"), spec=spec, owner="s"),
+        NewRecord(key=Key("Container", "z", "w", "gone.1"), spec=spec, owner="s", desired="drain"),
+        NewRecord(key=Key("Volume", "z", "w", "home"), spec={"storage": "s1"}, owner="ann"),
+        NewRecord(key=Key("Node", "z", "", "n1"), spec={"schedulingDisabled": True}, owner="a"),
+    ]
+    try:
+        for new in made:
+            await store.create(new, actor="t")
+        for kind in ("Workload", "Container", "Volume", "Node"):
+            rows = await store.list_rows(kind, zone="z")
+            records = await store.list_records(kind, zone="z")
+            assert len(rows) == len(records) > 0
+            for row, record in zip(rows, records, strict=True):
+                want = record_out(record, now=100.0, ready_s=20.0).model_dump(mode="json")
+                assert json.loads(row_json(row, now=100.0, ready_s=20.0)) == want
+    finally:
+        await store.close()

@@ -524,6 +524,12 @@ def _rx_get(conn: sqlite3.Connection, key: Key) -> Record | None:
 def _rx_list(
     conn: sqlite3.Connection, kind: str, filters: Mapping[str, str | None], limit: int
 ) -> list[Record]:
+    return [_record(row) for row in _rx_rows(conn, kind, filters, limit)]
+
+
+def _rx_rows(
+    conn: sqlite3.Connection, kind: str, filters: Mapping[str, str | None], limit: int
+) -> list[tuple[Any, ...]]:
     where = ["kind = ?"]
     params: list[Any] = [kind]
     for column, value in filters.items():
@@ -535,7 +541,8 @@ def _rx_list(
         f"SELECT {_COLS} FROM records WHERE {' AND '.join(where)}"
         " ORDER BY kind, zone, workspace, name LIMIT ?"
     )
-    return [_record(row) for row in conn.execute(sql, (*params, limit))]
+    rows: list[tuple[Any, ...]] = conn.execute(sql, (*params, limit)).fetchall()
+    return rows
 
 
 def _rx_pending(conn: sqlite3.Connection, zone: str, limit: int) -> list[Record]:
@@ -1052,6 +1059,15 @@ class SqliteStore:
     ) -> list[Record]:
         filters = {"zone": zone, "workspace": workspace, "node": node, "parent": parent}
         return await self._read(lambda conn: _rx_list(conn, kind, filters, _limit(limit)))
+
+    async def list_rows(
+        self, kind: str, *, zone: str | None = None, workspace: str | None = None
+    ) -> list[tuple[Any, ...]]:
+        """`list_records` without decoding: each record's 17 columns as stored (see
+        `dora.store.common.record_from_row`; spec, meta, computed and observed as JSON
+        text), in the same order. For answers that pass the JSON on as it is."""
+        filters = {"zone": zone, "workspace": workspace}
+        return await self._read(lambda conn: _rx_rows(conn, kind, filters, _limit(None)))
 
     async def pending(self, zone: str, *, limit: int | None = None) -> list[Record]:
         return await self._read(lambda conn: _rx_pending(conn, zone, _limit(limit)))

@@ -315,12 +315,14 @@ def list_scope(
     return ListScope(zone_filter, ws_filter, tuple(scopes))
 
 
+def visible(scope: ListScope, zone: str, workspace: str) -> bool:
+    """Whether a record the store's filters returned is the caller's to see."""
+    return scope.scopes is None or in_scopes(scope.scopes, zone, workspace)
+
+
 async def list_in_scope(ctx: ApiContext, info: KindInfo, scope: ListScope) -> list[Record]:
     records = await ctx.store.list_records(info.name, zone=scope.zone, workspace=scope.workspace)
-    if scope.scopes is not None:
-        scopes = scope.scopes
-        records = [r for r in records if in_scopes(scopes, r.key.zone, r.key.workspace)]
-    return records
+    return [r for r in records if visible(scope, r.key.zone, r.key.workspace)]
 
 
 async def list_resources(

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 from dora.api.schemas import EventOut, ResourceOut
 from dora.store import Event, Record
+from dora.store.common import record_from_row
 
 READY = "READY"
 NOT_READY = "NOT_READY"
@@ -26,17 +31,31 @@ def derived_status(record: Record, *, now: float, ready_s: float) -> str | None:
     kind = record.key.kind
     if kind == "Node":
         return node_status(record, now=now, ready_s=ready_s)
+    return _status(
+        kind, record.desired, record.node, lambda: record.computed, lambda: record.observed
+    )
+
+
+def _status(
+    kind: str,
+    desired: str,
+    node: str,
+    computed: Callable[[], Mapping[str, Any] | None],
+    observed: Callable[[], Mapping[str, Any] | None],
+) -> str | None:
+    """The status of a kind whose status does not depend on the clock; the parts are
+    asked for only when needed (decoding them is the cost, in `row_json`)."""
     if kind == "Container":
-        if record.desired == "drain":
+        if desired == "drain":
             return "draining"
-        state = (record.observed or {}).get("state")
+        state = (observed() or {}).get("state")
         if state:
             return str(state)
-        return "scheduled" if record.node else "pending"
+        return "scheduled" if node else "pending"
     if kind == "Workload":
-        if record.desired != "run":
-            return "draining" if record.desired == "drain" else "paused"
-        return str((record.computed or {}).get("phase", "Pending"))
+        if desired != "run":
+            return "draining" if desired == "drain" else "paused"
+        return str((computed() or {}).get("phase", "Pending"))
     return None
 
 
@@ -63,6 +82,46 @@ def record_out(record: Record, *, now: float, ready_s: float) -> ResourceOut:
         created_at=record.created_at,
         updated_at=record.updated_at,
     )
+
+
+_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _part(text: str | None) -> Callable[[], Mapping[str, Any] | None]:
+    return lambda: None if text is None else json.loads(text)
+
+
+def row_json(row: Sequence[Any], *, now: float, ready_s: float) -> str:
+    """`record_out` of a stored row (`SqliteStore.list_rows`) as JSON text, its spec,
+    meta, computed and observed passed on as stored instead of decoded and encoded
+    again (a Node, whose status needs its parts, goes through `record_out`)."""
+    kind, desired, node = row[0], row[8], row[13]
+    if kind == "Node":
+        out = record_out(record_from_row(row), now=now, ready_s=ready_s)
+        return out.model_dump_json()
+    status = _status(kind, desired, node, _part(row[9]), _part(row[10]))
+    return "".join(
+        (
+            '{"kind":', _text(kind),
+            ',"name":', _text(row[3]),
+            ',"zone":', _text(row[1]),
+            ',"workspace":', _text(row[2]),
+            ',"spec":', row[6],
+            ',"meta":', row[7],
+            ',"desired":', _text(desired),
+            ',"computed":', row[9] if row[9] is not None else "null",
+            ',"observed":', row[10] if row[10] is not None else "null",
+            ',"status":', _text(status),
+            ',"version":', _text(row[5]),
+            ',"uid":', _text(row[4]),
+            ',"owner":', _text(row[12]),
+            ',"node":', _text(node),
+            ',"parent":', _text(row[14]),
+            ',"created_at":', _text(float(row[15])),
+            ',"updated_at":', _text(float(row[16])),
+            "}",
+        )
+    )  # fmt: skip
 
 
 def event_out(event: Event) -> EventOut:
