@@ -16,8 +16,9 @@ bounded by a request count and a time limit):
               written meanwhile, so after the first it is answered from the API's
               listing cache (`dora.api.list_cache`: authentication and RBAC still
               run for each request);
-* ``get-nc`` — the same with ``Cache-Control: no-cache``: past the cache, each one
-              read from SQLite and rendered by FastAPI;
+* ``get-nc`` — the same with ``Cache-Control: no-cache``: never answered from the
+              cache, each one read from SQLite (what a listing costs when writes
+              keep arriving between listings, as in a busy cluster);
 * ``apply`` — ``POST /v1/apply`` of a new Workload each time (create: one record, its
               first spec version and a ``Created`` event, all written to SQLite);
 * ``floor`` — ``GET /`` of the bare endpoint (a small JSON body).
@@ -421,7 +422,7 @@ async def bench(api: ApiProcess, token: str, floor: FloorProcess, args: argparse
     get_rps, floor_rps = at10["get"].rps, at10["floor"].rps
     fresh = at10["get-nc"]
     print(
-        f"past the listing cache (get-nc, Cache-Control: no-cache): rps={fresh.rps:.0f} "
+        f"read from SQLite every time (get-nc, Cache-Control: no-cache): rps={fresh.rps:.0f} "
         f"ratio={fresh.rps / floor_rps:.2f} server_cpu_ms={fresh.cpu_ms:.2f}"
     )
     print(

@@ -19,8 +19,11 @@ sits in front of FastAPI and answers that route itself:
 Not cached: kinds whose view depends on the clock (a Node's READY comes from the age
 of its last report) and the read-only hardware views. Everything this module does
 not recognise exactly (another route, an unknown query parameter, a duplicated one, a
-value FastAPI would refuse, no token, a ``Cache-Control: no-cache`` request) goes to
-FastAPI untouched, before anything is counted against the caller. Answers carry
+value FastAPI would refuse, no token) goes to FastAPI untouched, before anything is
+counted against the caller. A ``Cache-Control: no-cache`` (or ``no-store``) request is
+read from the store whatever the cache holds. A read from SQLite renders the stored
+JSON text of each record as it is (`SqliteStore.list_rows`, `views.row_json`), not
+decoded and encoded again: a third of the route's cost. Answers carry
 ``X-Dora-List-Cache: hit`` or ``miss``. ``DORA_API_LIST_CACHE=off`` turns it off;
 stores without a generation (Cassandra) never use it.
 """
@@ -199,8 +202,8 @@ class ListCacheMiddleware:
         query = parse_list_request(scope["path"], scope["query_string"])
         info = cacheable_kind(query.kind) if query is not None else None
         token, fresh = _credentials(scope) if info is not None else (None, False)
-        # No token: FastAPI's route gives the 401 (and counts it); no-cache: its read.
-        if query is None or info is None or token is None or fresh:
+        # No token: FastAPI's route gives the 401 (and counts it).
+        if query is None or info is None or token is None:
             await self.app(scope, receive, send)
             return
         connection = HTTPConnection(scope)
@@ -217,7 +220,9 @@ class ListCacheMiddleware:
             return
         key = cache_key(info, listing)
         generation = self.generation()
-        body = self.cache.get(key, generation) if generation is not None else None
+        body = None
+        if generation is not None and not fresh:
+            body = self.cache.get(key, generation)
         outcome = b"hit"
         if body is None:
             outcome = b"miss"
