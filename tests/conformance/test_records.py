@@ -39,6 +39,37 @@ async def test_create_returns_version_one_and_get_returns_the_same(store: Store)
     assert await store.get(k) == created
 
 
+async def test_json_parts_round_trip_every_json_value(store: Store) -> None:
+    # The encoder has a fast path and a fallback; what is stored reads back the same
+    # either way: text beyond ASCII, floats, integers beyond 64 bits, integer keys
+    # (as JSON has them, strings).
+    k = key("values")
+    spec = {
+        "image": "busybox",
+        "text": 'Zürich ✓ \u2028 "quoted"',
+        "floats": [0.1, 1e-07, 1e16, -2.5e-300],
+        "ints": [0, -1, 2**63 - 1, -(2**63)],
+        "nested": {"a": [True, False, None, {"b": []}]},
+    }
+    await store.create(NewRecord(key=k, spec=spec, owner="u"), actor="u")
+    assert (await store.get(k)).spec == spec
+    record = await store.update(
+        k, Patch(computed={"big": 2**70, "keys": {1: "one"}}), expected_version=1, actor="u"
+    )
+    stored = await store.get(k)
+    assert stored.computed == {"big": 2**70, "keys": {"1": "one"}}
+    assert stored.version == record.version
+
+
+async def test_non_finite_floats_are_stored_as_null(store: Store) -> None:
+    # JSON has no NaN or Infinity: they are stored (and read back) as null, so every
+    # stored part stays valid JSON for every client.
+    k = key("nan")
+    observed = {"utilization": float("nan"), "limit": float("inf"), "ok": 1.5}
+    await store.create(NewRecord(key=k, spec={}, owner="u", observed=observed), actor="u")
+    assert (await store.get(k)).observed == {"utilization": None, "limit": None, "ok": 1.5}
+
+
 async def test_global_and_unscoped_keys_round_trip(store: Store) -> None:
     for k in (Key("Zone", "", "", "z1"), Key("Node", "z1", "", "gpu-1")):
         await store.create(new(k), actor="admin")

@@ -245,6 +245,26 @@ async def test_deleted_workload_is_removed_after_its_containers(store: Store) ->
     assert not [w for w in await store.list_records("Workload", zone=ZONE) if w.key.name == "gone"]
 
 
+async def test_a_node_that_falls_silent_gets_nothing_though_its_record_is_unchanged(
+    store: Store,
+) -> None:
+    # The scheduler reuses what it derived from an unchanged node record, except
+    # readiness, which the clock alone changes.
+    clock = Clock()
+    await add_node(store, "node1", clock.now)
+    await add_node(store, "node2", clock.now)
+    await add_workload(store, "first")  # affinity First: node1, by name
+    scheduler = await leader(store, clock)
+    await settle(scheduler)
+    assert (await containers(store, "first"))["first.1"].node == "node1"
+
+    clock.now += 30  # node1 silent past ready_s (20 s); node2 reports
+    await report(store, "node2", clock.now)
+    await add_workload(store, "second")
+    await settle(scheduler)
+    assert (await containers(store, "second"))["second.1"].node == "node2"
+
+
 async def test_lost_node_replicas_are_replaced_elsewhere(store: Store) -> None:
     clock = Clock()
     await add_node(store, "node1", clock.now)

@@ -55,7 +55,7 @@ from dora.scheduler.reconcile import (
     recreations_after,
 )
 from dora.scheduler.snapshot import Name, Snapshot
-from dora.scheduler.types import Booking, GangRequest
+from dora.scheduler.types import Booking, GangRequest, NodeView
 from dora.store import (
     AlreadyExists,
     Conflict,
@@ -163,6 +163,9 @@ class Scheduler:
         self._next_renew: float | None = None
         """When to renew the lease next; None while not leading."""
         self.passes = 0
+        # Derived per record and reused while the snapshot holds the same record.
+        self._booking_memo: dict[Name, tuple[Record, Booking | None]] = {}
+        self._view_memo: dict[str, tuple[Record, NodeView]] = {}
 
     # ------------------------------------------------------------------ leadership
 
@@ -456,12 +459,41 @@ class Scheduler:
     # ------------------------------------------------------------------ placement
 
     def _bookings(self) -> list[Booking]:
+        """What every container holds, derived again only from records that changed
+        since the last pass (the memo keeps exactly the snapshot's containers)."""
+        memo: dict[Name, tuple[Record, Booking | None]] = {}
+        known = self._booking_memo
         bookings = []
-        for container in self.snapshot.all_containers():
-            booking = adapter.booking_of(container)
-            if booking is not None:
-                bookings.append(booking)
+        for name, container in self.snapshot.containers.items():
+            entry = known.get(name)
+            if entry is None or entry[0] is not container:
+                entry = (container, adapter.booking_of(container))
+            memo[name] = entry
+            if entry[1] is not None:
+                bookings.append(entry[1])
+        self._booking_memo = memo
         return bookings
+
+    def _node_views(self, now: float) -> list[NodeView]:
+        """Every node as placement sees it, derived again only from records that
+        changed since the last pass (or whose readiness did, the one part that
+        depends on the clock)."""
+        ready_s = self.settings.ready_s
+        memo: dict[str, tuple[Record, NodeView]] = {}
+        known = self._view_memo
+        views = []
+        for name, node in self.snapshot.nodes.items():
+            entry = known.get(name)
+            if (
+                entry is None
+                or entry[0] is not node
+                or entry[1].ready != adapter.is_ready(node, now, ready_s)
+            ):
+                entry = (node, adapter.node_view(node, now, ready_s))
+            memo[name] = entry
+            views.append(entry[1])
+        self._view_memo = memo
+        return views
 
     def _queue(
         self, fresh: Mapping[Name, Mapping[str, Group]], blocked: dict[Name, str]
@@ -511,10 +543,7 @@ class Scheduler:
             for group in creates:
                 await pipe.add(group)
             return 0, pending
-        nodes = [
-            adapter.node_view(n, now, self.settings.ready_s) for n in self.snapshot.nodes.values()
-        ]
-        state = ClusterState(nodes, self._bookings())
+        state = ClusterState(self._node_views(now), self._bookings())
         result = place_many(state, queue, now, self.rng)
         placed = 0
         for gang_result in result.placed:

@@ -1209,9 +1209,9 @@ def place_many(
             continue
         result = place_gang(state, gang, rng, now=now, _hold=hold)
         if result.placed:
-            placed.append(
-                GangResult(gang=gang, bookings=result.bookings, backfilled=reservation is not None)
-            )
+            if reservation is not None:
+                result = GangResult(gang=gang, bookings=result.bookings, backfilled=True)
+            placed.append(result)
             continue
         assert result.explanation is not None
         explanation = result.explanation

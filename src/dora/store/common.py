@@ -7,19 +7,51 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from dora.store.base import FIELDS, Key, NewRecord, Record, Write
 
 DESIRED = frozenset(("run", "drain", "pause"))
 JSON_FIELDS = frozenset(("spec", "meta", "computed", "observed"))
 
 # Compact JSON; non-ASCII kept as is (smaller, and both databases store UTF-8).
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_stdlib_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# orjson refuses (TypeError) what the stdlib encoder handles differently: non-string
+# keys, integers beyond 64 bits, nesting deeper than 254, lone surrogates; and, with
+# these options, dataclasses and datetimes, which the stdlib rejects too.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def dumps(value: Any) -> str:
+    """``value`` as compact JSON text: orjson's encoding (several times faster; the
+    store writer spends much of its time here), else the stdlib's, which then decides
+    (and raises TypeError/ValueError as before). Both give the same JSON values; two
+    differences in the text: floats may be spelt differently (``1e-7`` for
+    ``1e-07``, the same number), and NaN and infinities, which JSON cannot represent,
+    are written as ``null`` (the stdlib would write the invalid ``NaN``)."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return _stdlib_dumps(value)
+
 
 Plan = tuple[NewRecord | None, Key, dict[str, Any], int | None, bool]
 """A checked batch element: (new, key, patch fields, expected version, delete)."""
 
 
 def check_key(key: Key) -> None:
+    # Fast path (every write and event of a batch passes here): an exact Key of
+    # plain, non-empty strings; anything else gets the checks that name the problem.
+    if (
+        type(key) is Key
+        and type(key.kind) is str
+        and type(key.zone) is str
+        and type(key.workspace) is str
+        and type(key.name) is str
+        and key.kind
+        and key.name
+    ):
+        return
     if not isinstance(key, Key):
         raise TypeError(f"expected a Key, got {type(key).__name__}")
     if not (
