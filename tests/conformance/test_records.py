@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 from dora.store import (
+    EVENT_LIMIT,
     AlreadyExists,
     Conflict,
     Event,
@@ -453,6 +455,50 @@ async def test_batch_deletes_returns_records_and_appends_events(store: Store) ->
     assert [e.reason for e in await store.events(key("keep"))] == ["Paused"]
     ops = [(c.op, c.key.name) for c in await store.changes("z1", after=head)]
     assert ops == [("create", "a"), ("delete", "old"), ("update", "keep")]
+
+
+async def test_batch_events_go_to_the_record_the_key_has_after_the_batch(store: Store) -> None:
+    # A batch's events are attached once its writes are done: to whichever record then
+    # holds the key (one written in the batch or not), never to one it replaced.
+    for name in ("swap", "chatty", "other"):
+        await store.create(new(key(name)), actor="alice")
+    t0 = time.time()
+    for i in range(EVENT_LIMIT):
+        await store.add_event(Event(key("chatty"), "Tick", f"m{i}", "scheduler", t0 + i))
+    before = await store.get(key("swap"))
+    out = await store.batch(
+        [
+            Write(key("swap"), patch=Patch(desired="drain"), expected_version=1),
+            Write(key("swap"), delete=True, expected_version=2),
+            Write(key("swap"), new=new(key("swap"), image="v2")),
+            Write(key("chatty"), patch=Patch(desired="pause"), expected_version=1),
+        ],
+        actor="scheduler",
+        fence=None,
+        events=[
+            Event(key("swap"), "Recreated", "new copy", "scheduler", t0),
+            Event(key("chatty"), "Paused", "paused", "scheduler", t0 + EVENT_LIMIT),
+            Event(key("other"), "Seen", "not written in the batch", "scheduler", t0),
+        ],
+    )
+    assert out[2] is not None and out[2].uid != before.uid
+    assert [e.reason for e in await store.events(key("swap"))] == ["Recreated"]
+    assert [e.reason for e in await store.events(key("other"))] == ["Seen"]
+    kept = await store.events(key("chatty"), limit=EVENT_LIMIT * 2)
+    assert len(kept) == EVENT_LIMIT  # trimmed though the batch wrote the record
+    assert kept[0].message == "m1" and kept[-1].reason == "Paused"
+    # An event for a record the batch updated and then deleted goes nowhere.
+    await store.batch(
+        [
+            Write(key("other"), patch=Patch(desired="drain"), expected_version=1),
+            Write(key("other"), delete=True, expected_version=2),
+        ],
+        actor="scheduler",
+        fence=None,
+        events=[Event(key("other"), "Lost", "its record is gone", "scheduler", t0)],
+    )
+    reasons = [e.reason for e in await store.zone_events("z1", limit=1000)]
+    assert "Lost" not in reasons and "Seen" not in reasons
 
 
 async def test_batch_delete_with_stale_version_writes_nothing(store: Store) -> None:

@@ -42,6 +42,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any
 
 from dora.scheduler import adapter, collector
@@ -321,23 +322,24 @@ class Scheduler:
         # pass, the create carries the binding (one write instead of two).
         creates = [g for g in groups if g.create is not None]
         await self._flush([g for g in groups if g.create is None])
-        # Bindings, then statuses, through one pipeline: the store commits a batch
-        # while the next is computed. Statuses do not depend on the bindings being
-        # written (they read the workload records and observed states, which bindings
-        # do not touch), so they are computed while the bindings are written.
+        # Bindings and statuses through one pipeline: the store commits a batch while
+        # the next is computed. A queued workload's status follows its binding (or its
+        # unplaced creates) at once, so both usually share a transaction, which then
+        # knows the workload's uid for its events. Statuses do not depend on the
+        # bindings being written (they read the workload records and observed states,
+        # which bindings do not touch).
         pipe = _Pipeline(self)
         try:
-            placed, pending = await self._place(now, creates, pipe)
+            placed, pending, done = await self._place(now, creates, phases, pipe)
             stats.placed, stats.pending = placed, len(pending)
             for name, (phase, message, started_at) in phases.items():
-                status = self._status(name, phase, message, pending.get(name), started_at)
-                if status is not None:
-                    await pipe.add(status)
+                if name not in done:
+                    await self._add_status(
+                        pipe, name, phase, message, pending.get(name), started_at
+                    )
             for name, reason in pending.items():
-                if name not in phases:
-                    status = self._status(name, None, None, reason, None)
-                    if status is not None:
-                        await pipe.add(status)
+                if name not in phases and name not in done:
+                    await self._add_status(pipe, name, None, None, reason, None)
             await pipe.close()
         finally:
             await pipe.abandon()
@@ -529,42 +531,53 @@ class Scheduler:
         return queue
 
     async def _place(
-        self, now: float, creates: list[Group], pipe: _Pipeline
-    ) -> tuple[int, dict[Name, str]]:
-        """Place every pending gang; bindings (and the creates of gangs left pending)
-        go into ``pipe``. Returns the replicas placed and each pending gang's reason."""
+        self,
+        now: float,
+        creates: list[Group],
+        phases: Mapping[Name, tuple[Phase, str, float | None]],
+        pipe: _Pipeline,
+    ) -> tuple[int, dict[Name, str], set[Name]]:
+        """Place every pending gang; bindings (and the creates of gangs left pending),
+        each followed by its workload's status (``phases``: what reconcile decided in
+        this pass), go into ``pipe``. Returns the replicas placed, each pending gang's
+        reason and the workloads whose status is written."""
         fresh: dict[Name, dict[str, Group]] = {}
         for group in creates:
             assert group.create is not None
             fresh.setdefault(group.workload, {})[group.create] = group
         pending: dict[Name, str] = {}
+        done: set[Name] = set()
         queue = self._queue(fresh, pending)
         if not queue:
             for group in creates:
                 await pipe.add(group)
-            return 0, pending
+            return 0, pending, done
         state = ClusterState(self._node_views(now), self._bookings())
         result = place_many(state, queue, now, self.rng)
         placed = 0
-        for gang_result in result.placed:
+        for gang_result in chain(result.placed, result.pending):
             _, workspace, workload = gang_result.gang.workload
-            new = fresh.pop((workspace, workload), {})
-            binding = self._binding(gang_result.gang, gang_result.bookings, new)
+            name = (workspace, workload)
+            new = fresh.pop(name, {})
+            binding = None
+            if gang_result.placed:
+                binding = self._binding(gang_result.gang, gang_result.bookings, new)
+            elif gang_result.explanation is not None:
+                pending[name] = gang_result.explanation.message
             if binding is not None:
                 await pipe.add(binding)
                 placed += len(binding.writes)
-            else:
+            else:  # pending (or gone): its new containers are written unplaced
                 for group in new.values():
                     await pipe.add(group)
-        # Creates of gangs left pending: written unplaced.
+            phase, message, started_at = phases.get(name, (None, None, None))
+            await self._add_status(pipe, name, phase, message, pending.get(name), started_at)
+            done.add(name)
+        # Creates of workloads not in the queue (their volumes are missing).
         for new in fresh.values():
             for group in new.values():
                 await pipe.add(group)
-        for gang_result in result.pending:
-            _, workspace, workload = gang_result.gang.workload
-            if gang_result.explanation is not None:
-                pending[(workspace, workload)] = gang_result.explanation.message
-        return placed, pending
+        return placed, pending, done
 
     def _binding(
         self, gang: GangRequest, bookings: Mapping[str, Booking], fresh: Mapping[str, Group]
@@ -610,6 +623,19 @@ class Scheduler:
             message = f"placed on node {booking.node}{gpus}"
             events.append(Event(key, "Placed", message, ACTOR, self.clock()))
         return Group((workspace, workload), writes, events, revisit=False)
+
+    async def _add_status(
+        self,
+        pipe: _Pipeline,
+        name: Name,
+        phase: Phase | None,
+        message: str | None,
+        reason: str | None,
+        started_at: float | None,
+    ) -> None:
+        status = self._status(name, phase, message, reason, started_at)
+        if status is not None:
+            await pipe.add(status)
 
     def _status(
         self,

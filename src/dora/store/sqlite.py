@@ -473,21 +473,56 @@ def _tx_add_event(conn: sqlite3.Connection, event: Event) -> None:
     conn.execute(_TRIM_EVENTS, (*pk, *pk, EVENT_LIMIT))
 
 
-def _tx_add_events(conn: sqlite3.Connection, events: Sequence[Event], fresh: set[Key]) -> None:
+# The same two statements for a record whose uid the transaction knows because it
+# wrote the record: no look-up of the record by key (about half their cost).
+_INSERT_EVENT_UID = f"INSERT INTO events (uid, {_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_TRIM_EVENTS_UID = (
+    "DELETE FROM events WHERE uid = ? AND (at, id) <= (SELECT at, id FROM events"
+    " WHERE uid = ? ORDER BY at DESC, id DESC LIMIT 1 OFFSET ?)"
+)
+
+
+def _tx_add_events(
+    conn: sqlite3.Connection,
+    events: Sequence[Event],
+    fresh: set[Key],
+    uids: Mapping[Key, str],
+) -> None:
     """Attach each event to its record, in order, dropping those whose record does not
     exist; then trim each record's events to the newest EVENT_LIMIT, except records
-    created in this transaction that cannot have that many yet (``fresh``)."""
-    conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+    created in this transaction that cannot have that many yet (``fresh``). ``uids``:
+    the uid under each key this transaction wrote (absent: deleted, or not written)."""
+    # Consecutive events of one statement go in one executemany: ids keep the order.
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for event in events:
+        uid = uids.get(event.key)
+        if uid is None:
+            sql, row = _INSERT_EVENT, _event_row(event)
+        else:
+            sql = _INSERT_EVENT_UID
+            row = (uid, *_pk(event.key), event.reason, event.message, event.actor, event.at)
+        if not runs or runs[-1][0] is not sql:
+            runs.append((sql, []))
+        runs[-1][1].append(row)
+    for sql, rows in runs:
+        conn.executemany(sql, rows)
     counts: dict[Key, int] = {}
     for event in events:
         counts[event.key] = counts.get(event.key, 0) + 1
-    trims = [
-        (*_pk(key), *_pk(key), EVENT_LIMIT)
-        for key, count in counts.items()
-        if key not in fresh or count > EVENT_LIMIT
-    ]
-    if trims:
-        conn.executemany(_TRIM_EVENTS, trims)
+    by_key: list[tuple[Any, ...]] = []
+    by_uid: list[tuple[Any, ...]] = []
+    for key, count in counts.items():
+        if key in fresh and count <= EVENT_LIMIT:
+            continue
+        uid = uids.get(key)
+        if uid is None:
+            by_key.append((*_pk(key), *_pk(key), EVENT_LIMIT))
+        else:
+            by_uid.append((uid, uid, EVENT_LIMIT))
+    if by_key:
+        conn.executemany(_TRIM_EVENTS, by_key)
+    if by_uid:
+        conn.executemany(_TRIM_EVENTS_UID, by_uid)
 
 
 def _tx_acquire(
@@ -1029,20 +1064,26 @@ class SqliteStore:
             # Records created in this transaction have no events yet: their events
             # need no trimming until they pass EVENT_LIMIT.
             fresh: set[Key] = set()
+            uids: dict[Key, str] = {}
             for write, (new, key, items, expected, delete) in zip(writes, plan, strict=True):
+                record: Record | None
                 if new is not None:
-                    out.append(_tx_create(steps, new, self._hashes))
+                    record = _tx_create(steps, new, self._hashes)
                     fresh.add(key)
+                    uids[key] = record.uid
                 elif delete:
                     _tx_delete(steps, key, expected)
                     fresh.discard(key)
-                    out.append(None)
+                    uids.pop(key, None)
+                    record = None
                 else:
                     assert expected is not None
-                    out.append(_tx_update(steps, key, items, expected, write.base))
+                    record = _tx_update(steps, key, items, expected, write.base)
+                    uids[key] = record.uid
+                out.append(record)
             self._finish(steps)
             if events:
-                _tx_add_events(conn, events, fresh)
+                _tx_add_events(conn, events, fresh, uids)
             return out
 
         return await self._write(tx)
