@@ -5,6 +5,7 @@ Expiry uses real time with short TTLs and polls for the condition (no bare sleep
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -151,3 +152,45 @@ async def test_every_kind_of_write_honours_the_fence(store: Store) -> None:
     await store.delete(k, actor="a", fence=lease.fence)
     with pytest.raises(NotFound):
         await store.get(k)
+
+
+# ------------------------------------------------------------------ one-shot claims
+
+
+async def test_a_name_is_claimed_once_while_its_claim_lives(store: Store) -> None:
+    assert await store.claim_once("token/a", LONG) is True
+    assert await store.claim_once("token/a", LONG) is False
+    assert await store.claim_once("token/a", LONG) is False
+    assert await store.claim_once("token/b", LONG) is True  # names are independent
+
+
+async def test_concurrent_claims_of_one_name_have_one_winner(store: Store) -> None:
+    wins = await asyncio.gather(*(store.claim_once("token/race", LONG) for _ in range(12)))
+    assert wins.count(True) == 1, wins
+
+
+async def test_claims_and_leases_do_not_share_names(store: Store) -> None:
+    lease = await store.acquire_lease("token/x", "a", LONG)
+    assert lease is not None
+    assert await store.claim_once("token/x", LONG) is True
+    assert await store.acquire_lease("token/x", "a", LONG) is not None  # still a's
+    assert await store.acquire_lease("token/x", "b", LONG) is None
+
+
+async def test_an_expired_claim_is_forgotten(store: Store) -> None:
+    claimed_at = time.time()
+    assert await store.claim_once("token/short", SHORT) is True
+    assert await store.claim_once("token/short", SHORT) is False
+
+    async def claimable_again() -> bool:
+        return await store.claim_once("token/short", SHORT)
+
+    # CQL drops the row with a whole-second TTL, so allow it a few seconds.
+    await wait_until(claimable_again, within=10, what="the expired claim to be forgotten")
+    assert time.time() >= claimed_at + SHORT  # not before it expired
+
+
+@pytest.mark.parametrize(("name", "ttl"), [("", LONG), ("token/a", 0.0), ("token/a", -1.0)])
+async def test_a_claim_needs_a_name_and_a_positive_ttl(store: Store, name: str, ttl: float) -> None:
+    with pytest.raises(ValueError):
+        await store.claim_once(name, ttl)

@@ -69,6 +69,17 @@ async def test_two_processes_racing_for_one_lease_never_hold_it_together(
     assert final.observed["token"] == max(tokens)
 
 
+async def test_processes_claiming_the_same_names_win_each_name_once(backend: Backend) -> None:
+    names = [f"token/{i}" for i in range(60)]
+    jobs = [{"job": "claims", "names": names, "ttl": 60.0} for _ in range(3)]
+    async with Workers(backend.env, jobs) as workers:
+        await workers.go()
+        results = await workers.results()
+    won = [name for r in results for name in r["won"]]
+    print(f"\n[{backend.name}] one-shot claims won per process: {[len(r['won']) for r in results]}")
+    assert sorted(won) == sorted(names)  # every name won, none twice
+
+
 async def test_wait_changes_wakes_on_a_write_from_another_process(backend: Backend) -> None:
     store: Store = backend.store
     k = key("from-child", zone="zx")

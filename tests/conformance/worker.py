@@ -81,7 +81,18 @@ async def create(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     return {"version": record.version, "done_at": time.time()}
 
 
-JOBS: dict[str, Job] = {"cas_counter": cas_counter, "lease_rounds": lease_rounds, "create": create}
+async def claims(store: Store, job: dict[str, Any]) -> dict[str, Any]:
+    """Claim each of `names` once (`Store.claim_once`); the names this process won."""
+    won = [name for name in job["names"] if await store.claim_once(name, job["ttl"])]
+    return {"won": won}
+
+
+JOBS: dict[str, Job] = {
+    "cas_counter": cas_counter,
+    "lease_rounds": lease_rounds,
+    "create": create,
+    "claims": claims,
+}
 
 
 async def main(job: dict[str, Any]) -> None:

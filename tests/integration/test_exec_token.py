@@ -26,8 +26,10 @@ from dora.client import AsyncClient, Client, Conflict, Forbidden
 from dora.exec_protocol import EOF_FRAME
 from tests.helpers import (
     ZONE,
+    ApiProcess,
     apply,
     apply_many,
+    assert_no_token_in_log,
     grant,
     leaked_tokens,
     make_token,
@@ -89,13 +91,16 @@ def shell(
     *,
     headers: dict[str, str] | None = None,
     source: str | None = None,
+    api: ApiProcess | None = None,
     **query: str,
 ) -> tuple[int, Any]:
-    """Open the shell WebSocket running `true`: (101, frames) or (status, JSON body)."""
-    url = env.api.url.replace("http://", "ws://") + f"/v1/containers/{name}/shell"
+    """Open the shell WebSocket running `true` on `api` (the module's server by
+    default): (101, frames) or (status, JSON body)."""
+    base = (api or env.api).url
+    url = base.replace("http://", "ws://") + f"/v1/containers/{name}/shell"
     sock = None
     if source is not None:
-        parts = urlsplit(env.api.url)
+        parts = urlsplit(base)
         assert parts.hostname and parts.port
         sock = socket.create_connection((parts.hostname, parts.port), source_address=(source, 0))
     try:
@@ -130,6 +135,35 @@ def test_a_container_token_opens_the_shell_once(
     # Zone and workspace may be left out: the token names them.
     status, frames = shell(env, target, token=container_token(env, users["ops"], target)["token"])
     assert (status, frames[-1]) == (101, '{"exit": 0}')
+
+
+def test_a_container_token_used_on_one_replica_is_refused_on_another(
+    env: ExecEnv, users: dict[str, str], target: str
+) -> None:
+    """Two API replicas on one database (the guide's setup): the single use holds
+    across them, since each redemption claims the token in the store."""
+    replica = ApiProcess(
+        env.api.data_dir,
+        init_db=False,
+        name="replica-b",
+        env={
+            k: v for k, v in env.api.env.items() if k.startswith("DORA_") and k != "DORA_DATA_DIR"
+        },
+    )
+    with replica:
+        replica.wait_ready()
+        issued = container_token(env, users["ops"], target)["token"]
+        status, frames = shell(env, target, token=issued, **SCOPE)
+        assert (status, frames[-1]) == (101, '{"exit": 0}')
+        status, body = shell(env, target, api=replica, token=issued, **SCOPE)
+        assert status == 401 and "already used" in body["message"], body
+        # …and the other way round: redeemed first on the replica, refused here.
+        issued = container_token(env, users["ops"], target)["token"]
+        status, frames = shell(env, target, api=replica, token=issued, **SCOPE)
+        assert (status, frames[-1]) == (101, '{"exit": 0}')
+        status, body = shell(env, target, token=issued, **SCOPE)
+        assert status == 401 and "already used" in body["message"], body
+    assert_no_token_in_log(replica)
 
 
 def test_an_expired_container_token_is_refused(

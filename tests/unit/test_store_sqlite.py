@@ -235,6 +235,29 @@ async def test_renewing_before_expiry_moves_it_from_now(
     await store.create(new("a"), actor="a", fence=renewed.fence)
 
 
+async def test_expired_claims_are_deleted_and_leases_kept(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    lease = await store.acquire_lease("l", "a", 10)  # expires too, but stays a lease
+    assert lease is not None
+    assert await store.claim_once("t/1", 10) and await store.claim_once("t/2", 30)
+    clock.now = 1009.999
+    assert not await store.claim_once("t/1", 10)  # live until exactly its expiry
+    clock.now = 1010.0
+    assert await store.claim_once("t/3", 10)  # any claim deletes the expired ones
+
+    def names() -> list[str]:
+        with sqlite3.connect(store.path) as conn:
+            return [row[0] for row in conn.execute("SELECT name FROM leases ORDER BY name")]
+
+    assert names() == ["l", "once/t/2", "once/t/3"]
+    assert await store.claim_once("t/1", 10)  # forgotten, so won again
+    clock.now = 2000
+    assert await store.claim_once("t/4", 10)
+    assert names() == ["l", "once/t/4"]
+    assert await store.get_lease("l") == lease
+
+
 @pytest.mark.parametrize("ttl", [0, -1.0])
 async def test_lease_ttl_must_be_positive(store: SqliteStore, ttl: float) -> None:
     with pytest.raises(ValueError):

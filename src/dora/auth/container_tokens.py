@@ -14,19 +14,13 @@ API token never verifies as a container token, nor a container token as an API t
   that token is revoked, or the user deleted, the container token fails with it;
 * the exact container: zone, workspace, name and the record's uid (``ctr``): a
   container re-created under the same name is another container;
-* a random ``jti``, remembered by `UsedOnce` until expiry: each token opens one
-  shell.
+* a random ``jti``: each token opens one shell. The API keeps the jtis it redeemed
+  in memory (`UsedOnce`, a free first check) and claims each one in the store
+  (``Store.claim_once``), so a token redeemed on one replica or worker is refused on
+  every other.
 
 It lives `DEFAULT_TTL_S` seconds (``DORA_CONTAINER_TOKEN_TTL_S``), with no clock
 leeway: a replica whose clock runs ahead only shortens a token's life.
-
-Several API replicas: `UsedOnce` is in each API process, so a token could in
-principle be redeemed once per replica. That is accepted: the token is bound to the
-caller, to the one container and to the caller's live API token, the caller must
-still hold ``Container: Shell`` when it is redeemed, and it expires within seconds —
-whoever could replay it there could only open the shell its owner may open anyway,
-for at most its remaining lifetime. (A store record per redemption would make it
-cluster-wide at the price of a write and a clean-up for every shell.)
 """
 
 from __future__ import annotations

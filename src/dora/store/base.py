@@ -47,6 +47,11 @@ Leases
     token are refused, and `acquire_lease` hands out a new, higher token even to the
     same holder. Holders renew well before expiry (e.g. every ttl/3). Releasing sets
     ``expires_at`` to 0 and keeps the token, so tokens are never reused.
+
+    One-shot claims (`claim_once`) live beside the leases, named under ``once/``: the
+    first claim of a name wins, every later one loses while it is live, across all
+    processes on the store. Expired claims are forgotten (SQLite deletes them, CQL
+    lets a row TTL drop them), so the table holds only live ones.
 """
 
 from __future__ import annotations
@@ -420,3 +425,9 @@ class Store(Protocol):
 
     async def get_lease(self, name: str) -> Lease | None:
         """The lease's current state (possibly expired), or None if never taken."""
+
+    async def claim_once(self, name: str, ttl: float) -> bool:
+        """True for the first claim of `name`, False for any later claim while that one
+        is live (at least `ttl` seconds). Processes racing on one store: exactly one
+        wins. After it expires the claim may be forgotten and `name` won again, so a
+        name must mean nothing past `ttl` (the jti of a token that expires by then)."""

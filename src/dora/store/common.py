@@ -131,6 +131,18 @@ def check_ttl(ttl: float) -> None:
         raise ValueError(f"lease ttl must be positive, got {ttl!r}")
 
 
+ONCE_PREFIX = "once/"
+"""Lease names of `Store.claim_once` claims start with this; no lease is named so."""
+ONCE_END = "once0"
+"""The first name past every ``once/…`` name ('0' follows '/')."""
+
+
+def once_name(name: str) -> str:
+    if not name:
+        raise ValueError("a one-shot claim needs a name")
+    return ONCE_PREFIX + name
+
+
 def pk(key: Key) -> tuple[str, str, str, str]:
     return (key.kind, key.zone, key.workspace, key.name)
 

@@ -61,9 +61,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -100,6 +102,7 @@ from dora.store.common import check_new as _check_new
 from dora.store.common import check_ttl as _check_ttl
 from dora.store.common import dumps as _dumps
 from dora.store.common import encode as _encode
+from dora.store.common import once_name
 from dora.store.common import pk as _pk
 from dora.store.common import plan_write as _plan_write
 from dora.store.common import record_from_row as _record
@@ -1214,6 +1217,20 @@ class CqlStore:
     async def get_lease(self, name: str) -> Lease | None:
         row = await self._lease_row(name)
         return None if row is None else Lease(name, *row)
+
+    async def claim_once(self, name: str, ttl: float) -> bool:
+        _check_ttl(ttl)
+        full = once_name(name)
+        # A holder of our own, so an outcome-unknown timeout can be told apart; the row
+        # TTL (whole seconds, rounded up) drops the claim some time after it expires.
+        mine = (secrets.token_hex(8), 0, self._clock() + ttl)
+        applied, _ = await self._cas(
+            "INSERT INTO {ks}.leases (name, holder, fencing_token, expires_at)"
+            " VALUES (?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+            (full, *mine, math.ceil(ttl) + 1),
+            self._lease_is(full, mine),
+        )
+        return applied
 
 
 def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

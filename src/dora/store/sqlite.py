@@ -104,6 +104,7 @@ from dora.store.base import (
     Write,
     spec_hash,
 )
+from dora.store.common import ONCE_END, ONCE_PREFIX, once_name
 from dora.store.common import check_fields as _check_fields
 from dora.store.common import check_key as _check_key
 from dora.store.common import check_new as _check_new
@@ -1200,6 +1201,25 @@ class SqliteStore:
             return None if row is None else Lease(name, row[0], row[1], row[2])
 
         return await self._read(rx)
+
+    async def claim_once(self, name: str, ttl: float) -> bool:
+        _check_ttl(ttl)
+        full = once_name(name)
+
+        def tx(conn: sqlite3.Connection, now: float) -> bool:
+            # Expired claims go first (a primary-key range): only live ones stay.
+            conn.execute(
+                "DELETE FROM leases WHERE name >= ? AND name < ? AND expires_at <= ?",
+                (ONCE_PREFIX, ONCE_END, now),
+            )
+            cur = conn.execute(
+                "INSERT INTO leases (name, holder, token, expires_at) VALUES (?, '', 0, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (full, now + ttl),
+            )
+            return cur.rowcount == 1
+
+        return await self._write(tx)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

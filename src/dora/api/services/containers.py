@@ -5,8 +5,10 @@ and Resume.
 container's zone and workspace, and the container must exist. The reply is a
 `dora.auth.container_tokens` token bound to the caller, the caller's API token and
 this exact container (uid included). ``WS …/shell?token=`` redeems it once
-(`redeem_token`): the usual ban and failure counting apply, and the shell route
-then checks ``Container: Shell`` again, as for a Bearer caller.
+(`redeem_token`) across the whole service: a one-shot claim in the store
+(`Store.claim_once`), so a replay on another replica or worker fails too. The usual
+ban and failure counting apply, and the shell route then checks ``Container: Shell``
+again, as for a Bearer caller.
 
 **Pause / Resume** — set the container record's ``desired`` to ``pause`` / ``run``;
 its node agent runs ``docker pause`` / ``unpause``. The processes freeze in place and
@@ -40,6 +42,10 @@ from dora.store import Conflict, Event, Key, NotFound, Patch, Record, Write
 from dora.store.base import Desired
 
 log = logging.getLogger("dora.api.containers")
+
+CLAIM_MARGIN_S = 60.0
+"""A redeemed token's claim outlives the token by this much, so a replica whose clock
+runs behind the store's still finds it."""
 
 # --------------------------------------------------------------------------- token
 
@@ -104,7 +110,13 @@ async def redeem_token(
         wrong = binding_error(claims.container, name, zone, workspace)
         if wrong is not None:
             raise forbidden(wrong)
-        if not ctx.container_tokens_used.redeem(claims.jti, claims.expires_at, now):
+        # This process's memory answers a replay here at no cost; the store's one-shot
+        # claim makes the token single-use across every replica and worker.
+        if not ctx.container_tokens_used.redeem(
+            claims.jti, claims.expires_at, now
+        ) or not await ctx.store.claim_once(
+            f"container-token/{claims.jti}", claims.expires_at - now + CLAIM_MARGIN_S
+        ):
             raise unauthorized("invalid container token: already used (each opens one shell)")
         caller = await ctx.identity.delegated(
             claims.user, claims.token_jti, claims.container.workspace
