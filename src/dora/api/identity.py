@@ -6,6 +6,11 @@ read only when a token is not in the cache yet (e.g. created a moment ago on ano
 API replica). Revoking a token or deleting a user removes it from every replica's
 cache as soon as that replica reads the feed (milliseconds), and at once on the
 replica that made the change.
+
+A read of the store can be overtaken: the feed follower reads a token record, the
+token is revoked on this replica meanwhile, and the read comes back with the token
+still in it. A read therefore only counts when nothing was applied to that key (or,
+for a full reload, to any key) while it was in flight; otherwise it is made again.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ log = logging.getLogger("dora.api.identity")
 TOKEN_KIND = "Token"
 """Internal kind: one record per issued token, named by its jti, parent = its user."""
 GLOBAL = ""
+
+
+REREADS = 5
+"""Tries of a read that keeps being overtaken by records applied meanwhile."""
 
 
 def token_key(jti: str) -> Key:
@@ -128,6 +137,10 @@ class Identity:
         self.tokens: dict[str, TokenInfo] = {}
         self._cursor: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._applied = 0
+        """Records applied so far (a full reload counts whether one came meanwhile)."""
+        self._reading: dict[Key, list[int]] = {}
+        """Keys with a read in flight: [reads, records applied to the key meanwhile]."""
 
     async def start(self) -> None:
         await self.reload()
@@ -141,11 +154,17 @@ class Identity:
             self._task = None
 
     async def reload(self) -> None:
-        """Full load; also the recovery path when the feed cursor expired."""
-        cursor = await self._store.head(GLOBAL)
-        users = await self._store.list_records("User", zone=GLOBAL, workspace=GLOBAL)
-        roles = await self._store.list_records("Role", zone=GLOBAL, workspace=GLOBAL)
-        tokens = await self._store.list_records(TOKEN_KIND, zone=GLOBAL, workspace=GLOBAL)
+        """Full load; also the recovery path when the feed cursor expired. Made again
+        when a record was applied while it read (that change may be missing from it)."""
+        for _ in range(REREADS):
+            applied = self._applied
+            cursor = await self._store.head(GLOBAL)
+            users = await self._store.list_records("User", zone=GLOBAL, workspace=GLOBAL)
+            roles = await self._store.list_records("Role", zone=GLOBAL, workspace=GLOBAL)
+            tokens = await self._store.list_records(TOKEN_KIND, zone=GLOBAL, workspace=GLOBAL)
+            if self._applied == applied:
+                break
+        # Else still the newest read: the feed from its cursor replays what came after.
         self.users = {r.key.name: UserView.from_record(r) for r in users}
         self.roles = {r.key.name: _permissions(r) for r in roles}
         self.tokens = {r.key.name: TokenInfo.from_record(r) for r in tokens}
@@ -168,16 +187,34 @@ class Identity:
                 await asyncio.sleep(1.0)
 
     async def refresh(self, key: Key) -> None:
-        """Re-read one user, role or token record (or forget it when deleted)."""
+        """Re-read one user, role or token record (or forget it when deleted). A read
+        overtaken by a newer record applied to the key is dropped and made again; if
+        every try is overtaken, the records applied meanwhile stand."""
         if key.kind not in ("User", "Role", TOKEN_KIND):
             return
+        slot = self._reading.setdefault(key, [0, 0])
+        slot[0] += 1
         try:
-            record: Record | None = await self._store.get(key)
-        except NotFound:
-            record = None
-        self.apply_record(key, record)
+            for _ in range(REREADS):
+                seen = slot[1]
+                try:
+                    record: Record | None = await self._store.get(key)
+                except NotFound:
+                    record = None
+                if slot[1] == seen:
+                    self.apply_record(key, record)
+                    return
+        finally:
+            slot[0] -= 1
+            if not slot[0]:
+                del self._reading[key]
 
     def apply_record(self, key: Key, record: Record | None) -> None:
+        """Take `record` (None: deleted) as the key's current state, at once."""
+        self._applied += 1
+        reading = self._reading.get(key)
+        if reading is not None:
+            reading[1] += 1
         if key.kind == "User":
             if record is None:
                 self.users.pop(key.name, None)
