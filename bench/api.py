@@ -7,7 +7,8 @@ the framework floor, in one run.
 Starts a real ``dora server api`` process (SQLite in a temporary directory, bound to
 127.0.0.1; ``--workers N`` passes ``--workers N`` to it) and, beside it, a bare ASGI
 endpoint served by uvicorn with the settings `dora server api` uses (same host, log
-level and access log, no proxy headers, uvloop): the most any route of this
+level, no proxy headers, uvloop, and the same access-log line per request,
+`dora.api.access_log`): the most any route of this
 framework can do on this machine. Then, from clients on 127.0.0.1 (each level
 bounded by a request count and a time limit):
 
@@ -70,6 +71,8 @@ from tests.helpers import (  # noqa: E402  (the repository root goes on sys.path
     workload_doc,
 )
 
+from dora.api.access_log import AccessLog  # noqa: E402
+
 LEVELS = (1, 10, 50)
 WORKSPACE = "bench"
 APPLY_WORKSPACE = "bench-apply"
@@ -80,8 +83,12 @@ HOST = "127.0.0.1"
 # --------------------------------------------------------------------- the floor
 
 
+FLOOR_ACCESS_LOG = AccessLog(enabled=True)
+
+
 async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The bare ASGI endpoint: a fixed small JSON answer, no routing, no framework."""
+    """The bare ASGI endpoint: a fixed small JSON answer, no routing, no framework;
+    one access-log line per request, as `dora server api` writes it."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -90,17 +97,26 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    start = time.perf_counter()
     body = b'{"items":[]}'
     headers = [(b"content-type", b"application/json"), (b"content-length", b"12")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    FLOOR_ACCESS_LOG.write(scope, 200, time.perf_counter() - start)
 
 
 def serve_floor(port: int) -> None:
     import uvicorn
 
     # The same uvicorn settings `dora server api` passes (see dora.cli.server).
-    uvicorn.run(floor_app, host=HOST, port=port, log_level="info", proxy_headers=False)
+    uvicorn.run(
+        floor_app,
+        host=HOST,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        access_log=False,
+    )
 
 
 class FloorProcess:

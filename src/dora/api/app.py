@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dora import __version__
+from dora.api.access_log import AccessLog
 from dora.api.bootstrap import bootstrap
 from dora.api.context import ApiContext
 from dora.api.errors import install_error_handlers
@@ -58,7 +59,7 @@ def create_app(
             if close_store:
                 await store.close()
 
-    app = FastAPI(
+    app = DoraApi(
         title="Dora API",
         version=__version__,
         description="Share GPU and CPU servers: resources, tokens and the node channel.",
@@ -75,22 +76,46 @@ def create_app(
     app.include_router(workspaces.router)
     app.include_router(users.router)
 
+    # The front door, outside Starlette's middleware stack: every request is counted
+    # and logged; the listings the cache answers never enter FastAPI at all.
+    inner: ASGIApp = app.framework
     generation = getattr(store, "generation", None)
     if settings.list_cache and callable(generation):
-        # Inside CountRequests, so the listings it answers are counted like any other.
-        app.add_middleware(ListCacheMiddleware, ctx=ctx, generation=generation)
-    app.add_middleware(CountRequests, metrics=metrics)
+        inner = ListCacheMiddleware(inner, ctx=ctx, generation=generation)
+    app.front = CountRequests(inner, metrics=metrics, access_log=AccessLog())
     return app
 
 
-class CountRequests:
-    """Request count and latency by route template, as a plain ASGI middleware (the
-    `@app.middleware("http")` form runs every request through extra tasks and
-    streams, which costs more than the metrics themselves)."""
+class DoraApi(FastAPI):
+    """FastAPI with a front door: `front` (request metrics, the access log, the listing
+    cache) sees each request first and hands what it does not answer to `framework`,
+    FastAPI's own stack (error handlers, routing). Every middleware layer costs each
+    request a call and a wrapped `send`; the cached listings, the most repeated
+    request, skip the framework's four."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None or scope["type"] == "lifespan":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await self.front(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+class CountRequests:
+    """Request count and latency by route template, and the access log line
+    (`dora.api.access_log`), as a plain ASGI middleware (the `@app.middleware("http")`
+    form runs every request through extra tasks and streams, which costs more than
+    the metrics themselves)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
         # The metrics' children by label values, so a request skips prometheus'
         # label checks and lock (route templates, methods and statuses are few).
         self._counters: dict[tuple[str, str, int], Any] = {}
@@ -121,7 +146,9 @@ class CountRequests:
             histogram = self._histograms.get(route)
             if histogram is None:
                 histogram = self._histograms[route] = self.metrics.request_seconds.labels(route)
-            histogram.observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            histogram.observe(elapsed)
+            self.access_log.write(scope, status, elapsed)
 
 
 def _route_template(scope: Scope) -> str:

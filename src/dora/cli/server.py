@@ -118,6 +118,7 @@ def api_cmd(
             ssl_keyfile=settings.tls_key,
             log_level=log_level.lower(),
             proxy_headers=False,
+            access_log=False,  # the app writes its own, leaner (dora.api.access_log)
         )
         sockets = None
         if reuse_port:  # one worker of `--workers N`
