@@ -180,6 +180,24 @@ def test_revoked_and_deleted_users_tokens_get_401_on_a_cached_listing(
         assert (r.status_code, r.json()["message"]) == (401, "invalid token: revoked")
 
 
+def test_a_token_that_expires_stops_listing_at_its_expiry(admin: httpx.Client) -> None:
+    ws, wks = workspace_with(admin, 1)
+    params = {"workspace": ws}
+    name = unique("fay")
+    user_with_role(admin, name, READER, workspace=ws)
+    short = make_token(admin, name, ws, "short", expires_in_s=2)
+    with httpx.Client(base_url=admin.base_url, headers=_auth(short)) as c:
+        assert names(c.get("/v1/resources/workload", params=params)) == wks
+        assert cache(c.get("/v1/resources/workload", params=params)) == "hit"
+
+        def refused() -> httpx.Response | None:
+            r = c.get("/v1/resources/workload", params=params)
+            return r if r.status_code == 401 else None
+
+        answer = wait_until(refused, within=15, what="the expired token to be refused")
+    assert "expired" in answer.json()["message"]
+
+
 def test_what_the_cache_does_not_recognise_goes_to_the_route(admin: httpx.Client) -> None:
     ws, wks = workspace_with(admin, 1)
     listing = "/v1/resources/workload"
@@ -272,6 +290,34 @@ def test_a_warm_replica_lists_what_another_replica_just_wrote(
                 after = cb.get("/v1/resources/workload", params=params)
                 assert cache(after) == "miss"
                 assert names(after) == sorted([*wks, late])
+    assert_no_token_in_log(a)
+    assert_no_token_in_log(b)
+
+
+def test_a_token_revoked_on_another_replica_stops_listing_there(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data = tmp_path_factory.mktemp("list-cache-revoke")
+    with ApiProcess(data, name="replica-a") as a:
+        a.wait_ready()
+        with ApiProcess(data, init_db=False, name="replica-b") as b:
+            b.wait_ready()
+            with a.client(a.admin_token()) as ca:
+                ws, _ = workspace_with(ca, 1)
+                params = {"workspace": ws}
+                erin = user_with_role(ca, unique("erin"), READER, workspace=ws)
+                with httpx.Client(base_url=b.url, headers=_auth(erin)) as cb:
+                    wait_until(
+                        lambda: cache(cb.get("/v1/resources/workload", params=params)) == "hit",
+                        within=10,
+                        what="replica B to answer the listing from memory",
+                    )
+                    assert ca.delete(f"/v1/tokens/{erin.jti}").status_code == 200
+                    wait_until(
+                        lambda: cb.get("/v1/resources/workload", params=params).status_code == 401,
+                        within=10,
+                        what="replica B to refuse the token revoked on replica A",
+                    )
     assert_no_token_in_log(a)
     assert_no_token_in_log(b)
 

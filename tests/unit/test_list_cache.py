@@ -9,11 +9,14 @@ import pytest
 
 from dora.api.list_cache import (
     MAX_TEXT,
+    Decision,
+    Decisions,
     ListCache,
     ListQuery,
     cacheable_kind,
     parse_list_request,
 )
+from dora.api.services.resources import ListScope
 from dora.api.services.views import record_out, row_json
 from dora.store import Key, NewRecord
 from dora.store.sqlite import SqliteStore
@@ -91,6 +94,29 @@ def test_least_recently_used_entries_go_first_within_the_limits() -> None:
     cache.put(key("e"), 7, b"e" * 10)
     cache.put(key("f"), 7, b"f" * 10)
     assert len(cache) == 2
+
+
+def test_a_decision_holds_for_its_identity_version_and_its_token_life() -> None:
+    decisions = Decisions()
+    query = ListQuery("Workload", workspace="ws")
+    listing = ListScope(zone="z", workspace="ws", scopes=None)
+    decisions.put("tok", query, Decision(7, 100.0, "jti:a", listing, ("Workload", "z", "ws", None)))
+    assert decisions.get("tok", query, 7, 99.9) is not None
+    assert decisions.get("tok", query, 8, 99.9) is None  # a user, role or token changed
+    assert decisions.get("tok", query, 7, 100.0) is None  # the token has expired
+    assert decisions.get("tok", ListQuery("Workload"), 7, 1.0) is None  # another listing
+    assert decisions.get("other", query, 7, 1.0) is None  # another token
+
+
+def test_decisions_are_bounded() -> None:
+    decisions = Decisions(max_entries=3)
+    listing = ListScope(zone="z", workspace="ws", scopes=None)
+    for i in range(7):
+        decisions.put(
+            f"t{i}", ListQuery("Workload"), Decision(1, 9.0, "k", listing, ("W", "z", "ws", None))
+        )
+        assert len(decisions) <= 3
+    assert decisions.get("t6", ListQuery("Workload"), 1, 0.0) is not None
 
 
 async def test_a_row_renders_as_its_record_does(tmp_path: Path) -> None:

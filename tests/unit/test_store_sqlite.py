@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -489,6 +490,88 @@ async def test_generation_changes_with_every_commit_of_anyone(
     assert store.generation() == after_other
     await store.close()
     assert store.generation() is None
+
+
+async def test_generation_reads_the_wal_index_and_sees_other_processes_commits(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    first = store.generation()
+    index = store._wal_index
+    assert index is not None and index.path == Path(f"{store.path}-shm")
+    assert store.generation() == first == index.header()
+    script = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        "c.execute(\"INSERT INTO leases VALUES ('from-child', 'x', 1, 0)\"); c.commit()"
+    )
+    argv = [sys.executable, "-c", script, str(store.path)]
+    await asyncio.to_thread(subprocess.run, argv, check=True, timeout=30)
+    second = store.generation()
+    assert second not in (None, first)
+    assert store._wal_index is index  # still read from the header
+    assert store.generation() == second
+
+
+async def test_a_wal_index_that_is_not_the_live_one_is_dropped_within_a_check(
+    tmp_path: Path, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.generation()
+    stale_file = tmp_path / "stale-shm"
+    live = await asyncio.to_thread(Path(f"{store.path}-shm").read_bytes)
+    await asyncio.to_thread(stale_file.write_bytes, live)
+    stale = backend.WalIndex.open(stale_file)
+    assert stale is not None
+    store._wal_index = stale  # as if SQLite kept its live index somewhere else
+    stale.verify_at = 0.0
+    assert store.generation() is not None  # the first check records
+    await store.create(new("w1"), actor="t")
+    stale.verify_at = 0.0
+    assert store.generation() is None  # the pragma moved, the header did not
+    assert store._wal_index is None
+    assert "event=wal_index_unreliable" in caplog.text
+    before = store.generation()
+    await store.create(new("w2"), actor="t")
+    assert store.generation() not in (None, before)  # the pragma from now on
+
+
+def test_wal_index_verify_flags_only_a_header_that_missed_a_commit() -> None:
+    index = backend.WalIndex.__new__(backend.WalIndex)
+    index._checked = None
+    assert index.verify(10, 1, 10)  # first check: recorded
+    assert index.verify(10, 1, 10)  # nothing committed: nothing moved
+    assert index.verify(11, 2, 11)  # a commit: both moved
+    # A commit between the header read and the pragma last time: this pragma
+    # counts none that the header missed.
+    assert index.verify(12, 2, 12)
+    assert index.verify(12, 3, 13)  # a commit between this pragma and `after`
+    assert not index.verify(13, 4, 12)  # the pragma moved; `after` = last `before`
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"",  # too short
+        (3007000).to_bytes(4, sys.byteorder) + bytes(44) + bytes(48),  # not initialised
+        (1).to_bytes(4, sys.byteorder) + bytes(8) + b"\x01" + bytes(35) + bytes(48),
+    ],
+)
+def test_an_unreadable_wal_index_is_not_used(tmp_path: Path, header: bytes) -> None:
+    path = tmp_path / "x-shm"
+    path.write_bytes(header)
+    assert backend.WalIndex.open(path) is None
+    assert backend.WalIndex.open(tmp_path / "missing-shm") is None
+
+
+def test_a_wal_index_between_its_two_copies_reads_as_unknown(tmp_path: Path) -> None:
+    copy = (3007000).to_bytes(4, sys.byteorder) + bytes(8) + b"\x01" + bytes(35)
+    path = tmp_path / "x-shm"
+    path.write_bytes(copy + copy)
+    index = backend.WalIndex.open(path)
+    assert index is not None and index.header() is not None
+    with path.open("r+b") as f:  # a writer has written the second copy only
+        f.seek(48 + 8)
+        f.write(b"\x02")
+    assert index.header() is None
+    index.close()
 
 
 async def test_replicas_sharing_one_spec_dict_each_store_their_spec(

@@ -6,7 +6,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -114,12 +113,8 @@ class CountRequests:
 
     def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
         self.app = app
-        self.metrics = metrics
+        self.record = metrics.stats.record
         self.access_log = access_log
-        # The metrics' children by label values, so a request skips prometheus'
-        # label checks and lock (route templates, methods and statuses are few).
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._histograms: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,17 +132,8 @@ class CountRequests:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route, method = _route_template(scope), scope["method"]
-            counter = self._counters.get((route, method, status))
-            if counter is None:
-                counter = self.metrics.requests.labels(route, method, str(status))
-                self._counters[(route, method, status)] = counter
-            counter.inc()
-            histogram = self._histograms.get(route)
-            if histogram is None:
-                histogram = self._histograms[route] = self.metrics.request_seconds.labels(route)
             elapsed = time.perf_counter() - start
-            histogram.observe(elapsed)
+            self.record(_route_template(scope), scope["method"], status, elapsed)
             self.access_log.write(scope, status, elapsed)
 
 

@@ -110,6 +110,23 @@ async def guarded(
     return result
 
 
+def admit(connection: HTTPConnection, ctx: ApiContext, rate_key: str) -> None:
+    """`guarded`'s address ban and rate limit, for a caller whose credentials were
+    checked on an earlier request (`dora.api.list_cache` remembers such decisions)."""
+    now = ctx.clock()
+    banned_for = ctx.failed_auth.is_banned(client_ip(connection, ctx), now)
+    if banned_for:
+        raise too_many("too many failed authentications from this address", banned_for)
+    wait = ctx.rate_limiter.check(rate_key, now)
+    if wait:
+        raise too_many("rate limit exceeded for this token", wait)
+
+
+def rate_key(caller: Caller) -> str:
+    """What an authenticated caller's requests are rate-limited by: its token."""
+    return f"jti:{caller.claims.jti}"
+
+
 async def authenticate(connection: HTTPConnection, ctx: ApiContext, token: str | None) -> Caller:
     """Ban check, token check (counting failures per IP), then the rate limit."""
 
@@ -118,7 +135,7 @@ async def authenticate(connection: HTTPConnection, ctx: ApiContext, token: str |
             raise unauthorized("missing token: send 'Authorization: Bearer <token>'")
         return await ctx.identity.authenticate(token)
 
-    return await guarded(connection, ctx, check, lambda caller: f"jti:{caller.claims.jti}")
+    return await guarded(connection, ctx, check, rate_key)
 
 
 _bearer = HTTPBearer(

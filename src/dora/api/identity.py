@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,8 +138,9 @@ class Identity:
         self.tokens: dict[str, TokenInfo] = {}
         self._cursor: str | None = None
         self._task: asyncio.Task[None] | None = None
-        self._applied = 0
-        """Records applied so far (a full reload counts whether one came meanwhile)."""
+        self.version = 0
+        """Goes up with every record applied and every reload: a decision made from
+        this view (who a token is, what its user may do) holds while it stands."""
         self._reading: dict[Key, list[int]] = {}
         """Keys with a read in flight: [reads, records applied to the key meanwhile]."""
 
@@ -157,18 +159,19 @@ class Identity:
         """Full load; also the recovery path when the feed cursor expired. Made again
         when a record was applied while it read (that change may be missing from it)."""
         for _ in range(REREADS):
-            applied = self._applied
+            applied = self.version
             cursor = await self._store.head(GLOBAL)
             users = await self._store.list_records("User", zone=GLOBAL, workspace=GLOBAL)
             roles = await self._store.list_records("Role", zone=GLOBAL, workspace=GLOBAL)
             tokens = await self._store.list_records(TOKEN_KIND, zone=GLOBAL, workspace=GLOBAL)
-            if self._applied == applied:
+            if self.version == applied:
                 break
         # Else still the newest read: the feed from its cursor replays what came after.
         self.users = {r.key.name: UserView.from_record(r) for r in users}
         self.roles = {r.key.name: _permissions(r) for r in roles}
         self.tokens = {r.key.name: TokenInfo.from_record(r) for r in tokens}
         self._cursor = cursor
+        self.version += 1
 
     async def _follow(self) -> None:
         while True:
@@ -211,7 +214,7 @@ class Identity:
 
     def apply_record(self, key: Key, record: Record | None) -> None:
         """Take `record` (None: deleted) as the key's current state, at once."""
-        self._applied += 1
+        self.version += 1
         reading = self._reading.get(key)
         if reading is not None:
             reading[1] += 1
@@ -256,6 +259,16 @@ class Identity:
         if user is None:
             raise unauthorized(f"invalid token: user {claims.user} no longer exists")
         return Caller(user=user, claims=claims, roles=self.roles)
+
+    def valid_until(self, caller: Caller) -> float:
+        """When `caller`'s token stops working by itself (its own expiry or its
+        record's), as `authenticate` judges it; infinity for a token without one."""
+        info = self.tokens.get(caller.claims.jti)
+        ends: list[float | None] = [
+            caller.claims.expires_at,
+            info.expires_at if info is not None else 0.0,
+        ]
+        return min((float(end) for end in ends if end is not None), default=math.inf)
 
     async def delegated(self, user: str, token_jti: str, workspace: str) -> Caller:
         """The caller of a container token: `user`, as long as the API token it was

@@ -6,8 +6,12 @@ took ~2.7 ms of server CPU, of which reading SQLite was ~0.3 ms. `ListCacheMiddl
 sits in front of FastAPI and answers that route itself:
 
 1. it authenticates the caller with the same `authenticate` (ban, token, revocation,
-   expiry, rate limit) and checks the same permission (`list_scope`) on **every**
-   request: a cached body never stands in for an authorization decision;
+   expiry, rate limit) and checks the same permission (`list_scope`). The decision
+   for a (token, listing) pair is remembered (`Decisions`) only while the identity
+   view it came from stands: any user, role or token applied, revoked or deleted, on
+   this replica or read from the feed, voids every remembered one, and so does the
+   token's expiry; the address ban and the rate limit still run on every request.
+   A cached body never stands in for an authorization decision;
 2. it keys the body by what the listing reads (kind, zone and workspace filters, the
    caller's visible scopes), so callers with the same view share an entry;
 3. it serves the entry only while the store's `generation()` is the one the entry
@@ -42,7 +46,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dora.api.context import ApiContext
-from dora.api.deps import authenticate, bearer_from_header
+from dora.api.deps import admit, authenticate, bearer_from_header, rate_key
 from dora.api.errors import ApiError, error_response
 from dora.api.schemas import ResourceList
 from dora.api.services.resources import ListScope, list_in_scope, list_scope, visible
@@ -62,6 +66,9 @@ MAX_TEXT = 253
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 """What pydantic reads as a bool in a query string; anything else is FastAPI's 422."""
+
+HIT, MISS = b"hit", b"miss"
+"""``X-Dora-List-Cache`` values."""
 
 CLOCK_DEPENDENT = frozenset({"Node"})
 """Kinds whose view changes with time alone (`views.node_status`)."""
@@ -160,6 +167,44 @@ class ListCache:
             self._bytes -= len(dropped)
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one token may see of one listing, as decided at an identity `version`."""
+
+    version: int
+    valid_until: float
+    """The token's own end (`Identity.valid_until`)."""
+    rate_key: str
+    listing: ListScope
+    key: CacheKey
+
+
+class Decisions:
+    """Authorisation decisions by (token text, listing), kept while the identity view
+    they were made from stands (`Identity.version`: any user, role or token applied,
+    revoked or deleted voids them all) and the token has not expired. Failures are
+    never kept: each goes through `authenticate` and counts towards the ban. Bounded:
+    past `max_entries` it starts over."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._by_request: dict[tuple[str, ListQuery], Decision] = {}
+
+    def get(self, token: str, query: ListQuery, version: int, now: float) -> Decision | None:
+        decision = self._by_request.get((token, query))
+        if decision is None or decision.version != version or now >= decision.valid_until:
+            return None
+        return decision
+
+    def put(self, token: str, query: ListQuery, decision: Decision) -> None:
+        if len(self._by_request) >= self.max_entries:
+            self._by_request.clear()
+        self._by_request[(token, query)] = decision
+
+    def __len__(self) -> int:
+        return len(self._by_request)
+
+
 def _credentials(scope: Scope) -> tuple[str | None, bool]:
     """The bearer token (of the first Authorization header, as Starlette reads it)
     and whether the client asked for a fresh answer, in one pass over the headers."""
@@ -190,10 +235,8 @@ class ListCacheMiddleware:
         self.ctx = ctx
         self.generation = generation
         self.cache = cache or ListCache()
-        self._counted = {
-            outcome: ctx.metrics.list_cache.labels(outcome.decode())
-            for outcome in (b"hit", b"miss")
-        }
+        self.decisions = Decisions()
+        self._counted = ctx.metrics.stats.list_cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -208,28 +251,23 @@ class ListCacheMiddleware:
             return
         connection = HTTPConnection(scope)
         scope["route"] = ROUTE
-        ctx = self.ctx
         # From here on this request is answered here: the caller has been counted.
         try:
-            caller = await authenticate(connection, ctx, token)
-            listing = list_scope(
-                ctx, caller, info, query.zone, query.workspace, query.all_workspaces
-            )
+            listing, key = await self._decide(connection, token, query, info)
         except ApiError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        key = cache_key(info, listing)
         generation = self.generation()
         body = None
         if generation is not None and not fresh:
             body = self.cache.get(key, generation)
-        outcome = b"hit"
+        outcome = HIT
         if body is None:
-            outcome = b"miss"
+            outcome = MISS
             body = await self._read(info, listing)
             if generation is not None:
                 self.cache.put(key, generation, body)
-        self._counted[outcome].inc()
+        self._counted["hit" if outcome is HIT else "miss"] += 1
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -237,6 +275,26 @@ class ListCacheMiddleware:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def _decide(
+        self, connection: HTTPConnection, token: str, query: ListQuery, info: KindInfo
+    ) -> tuple[ListScope, CacheKey]:
+        """Who the token is and what of the listing it may see, with the ban and the
+        rate limit: from `Decisions` while the identity view and the token stand, else
+        worked out (and remembered) as FastAPI's route would."""
+        ctx = self.ctx
+        identity = ctx.identity
+        known = self.decisions.get(token, query, identity.version, ctx.clock())
+        if known is not None:
+            admit(connection, ctx, known.rate_key)
+            return known.listing, known.key
+        version = identity.version  # before any await: a change meanwhile voids it
+        caller = await authenticate(connection, ctx, token)
+        listing = list_scope(ctx, caller, info, query.zone, query.workspace, query.all_workspaces)
+        key = cache_key(info, listing)
+        decision = Decision(version, identity.valid_until(caller), rate_key(caller), listing, key)
+        self.decisions.put(token, query, decision)
+        return listing, key
 
     async def _read(self, info: KindInfo, listing: ListScope) -> bytes:
         """The listing as the FastAPI route renders it (`routers.resources.list_`);
