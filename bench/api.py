@@ -1,7 +1,7 @@
 """API benchmark: authenticated list and apply at 1/10/50 concurrent clients, against
 the framework floor, in one run.
 
-    .venv/bin/python bench/api.py [--requests 2000] [--seconds 5] [--workloads 20]
+    .venv/bin/python bench/api.py [--requests 20000] [--seconds 5] [--workloads 20]
                                   [--client raw|httpx] [--workers N]
 
 Starts a real ``dora server api`` process (SQLite in a temporary directory, bound to
@@ -449,7 +449,9 @@ async def bench(api: ApiProcess, token: str, floor: FloorProcess, args: argparse
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="per level, get and floor")
+    parser.add_argument(
+        "--requests", type=int, default=20000, help="per level, get, get-nc and floor"
+    )
     parser.add_argument("--apply-requests", type=int, default=1000, help="per level, apply")
     parser.add_argument("--seconds", type=float, default=5.0, help="time limit per level")
     parser.add_argument("--workloads", type=int, default=20, help="workloads in the list")

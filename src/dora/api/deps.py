@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from dora.api.context import ApiContext
 from dora.api.errors import ApiError, unauthorized
@@ -44,13 +45,19 @@ Ctx = Annotated[ApiContext, Depends(get_context)]
 
 def client_ip(request: HTTPConnection, ctx: ApiContext) -> str:
     """The client's address; forwarded headers count only from a trusted proxy."""
-    peer = request.client.host if request.client else "unknown"
+    return scope_client_ip(request.scope, ctx)
+
+
+def scope_client_ip(scope: Scope, ctx: ApiContext) -> str:
+    """`client_ip` from the ASGI scope itself (no connection object to build)."""
+    client = scope.get("client")
+    peer = str(client[0]) if client else "unknown"
     if peer in ctx.settings.trusted_proxies:
         # The first of each header, as `Headers.get` would give, in one pass over the
         # raw list (this runs on every authenticated request).
         forwarded: str | None = None
         real: str | None = None
-        for name, value in request.scope["headers"]:
+        for name, value in scope["headers"]:
             if name == b"x-forwarded-for" and forwarded is None:
                 forwarded = value.decode("latin-1")
             elif name == b"x-real-ip" and real is None:
@@ -110,11 +117,11 @@ async def guarded(
     return result
 
 
-def admit(connection: HTTPConnection, ctx: ApiContext, rate_key: str) -> None:
+def admit(scope: Scope, ctx: ApiContext, rate_key: str) -> None:
     """`guarded`'s address ban and rate limit, for a caller whose credentials were
     checked on an earlier request (`dora.api.list_cache` remembers such decisions)."""
     now = ctx.clock()
-    banned_for = ctx.failed_auth.is_banned(client_ip(connection, ctx), now)
+    banned_for = ctx.failed_auth.is_banned(scope_client_ip(scope, ctx), now)
     if banned_for:
         raise too_many("too many failed authentications from this address", banned_for)
     wait = ctx.rate_limiter.check(rate_key, now)

@@ -249,11 +249,10 @@ class ListCacheMiddleware:
         if query is None or info is None or token is None:
             await self.app(scope, receive, send)
             return
-        connection = HTTPConnection(scope)
         scope["route"] = ROUTE
         # From here on this request is answered here: the caller has been counted.
         try:
-            listing, key = await self._decide(connection, token, query, info)
+            listing, key = await self._decide(scope, token, query, info)
         except ApiError as exc:
             await error_response(exc)(scope, receive, send)
             return
@@ -277,7 +276,7 @@ class ListCacheMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     async def _decide(
-        self, connection: HTTPConnection, token: str, query: ListQuery, info: KindInfo
+        self, scope: Scope, token: str, query: ListQuery, info: KindInfo
     ) -> tuple[ListScope, CacheKey]:
         """Who the token is and what of the listing it may see, with the ban and the
         rate limit: from `Decisions` while the identity view and the token stand, else
@@ -286,10 +285,10 @@ class ListCacheMiddleware:
         identity = ctx.identity
         known = self.decisions.get(token, query, identity.version, ctx.clock())
         if known is not None:
-            admit(connection, ctx, known.rate_key)
+            admit(scope, ctx, known.rate_key)
             return known.listing, known.key
         version = identity.version  # before any await: a change meanwhile voids it
-        caller = await authenticate(connection, ctx, token)
+        caller = await authenticate(HTTPConnection(scope), ctx, token)
         listing = list_scope(ctx, caller, info, query.zone, query.workspace, query.all_workspaces)
         key = cache_key(info, listing)
         decision = Decision(version, identity.valid_until(caller), rate_key(caller), listing, key)
