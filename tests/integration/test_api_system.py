@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -104,4 +105,9 @@ def test_tokens_never_reach_the_log(api: ApiProcess, admin: httpx.Client) -> Non
     assert len(printed) == 1
     log = api.log_text()
     assert "GET /v1/whoami" in log  # the access log is on: it is what is being checked
+    # One line per request, with status and duration (dora.api.access_log).
+    assert re.search(
+        r"logger=dora\.access 127\.0\.0\.1:\d+ - \"GET /v1/whoami HTTP/1\.1\" 401 \d+\.\dms",
+        log,
+    )
     assert leaked_tokens(log, admin_token=printed[0]) == []
