@@ -253,19 +253,25 @@ class ListCacheMiddleware:
         # From here on this request is answered here: the caller has been counted.
         try:
             listing, key = await self._decide(scope, token, query, info)
+            generation = self.generation()
+            body = None
+            if generation is not None and not fresh:
+                body = self.cache.get(key, generation)
+            outcome = HIT
+            if body is None:
+                outcome = MISS
+                body = await self._read(info, listing)
+                if generation is not None:
+                    self.cache.put(key, generation, body)
         except ApiError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        generation = self.generation()
-        body = None
-        if generation is not None and not fresh:
-            body = self.cache.get(key, generation)
-        outcome = HIT
-        if body is None:
-            outcome = MISS
-            body = await self._read(info, listing)
-            if generation is not None:
-                self.cache.put(key, generation, body)
+        except Exception:
+            # Nothing is sent yet: FastAPI's route answers instead, and renders what
+            # goes wrong (a store that fails, say) as every other route does.
+            log.warning("event=list_cache_error path=%s", scope["path"], exc_info=True)
+            await self.app(scope, receive, send)
+            return
         self._counted["hit" if outcome is HIT else "miss"] += 1
         headers = [
             (b"content-type", b"application/json"),
