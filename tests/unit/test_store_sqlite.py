@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -515,22 +516,57 @@ async def test_a_wal_index_that_is_not_the_live_one_is_dropped_within_a_check(
     tmp_path: Path, store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     store.generation()
+    live = store._wal_index
+    assert live is not None
     stale_file = tmp_path / "stale-shm"
-    live = await asyncio.to_thread(Path(f"{store.path}-shm").read_bytes)
-    await asyncio.to_thread(stale_file.write_bytes, live)
+    # Copied through the index's own descriptor: opening and closing the live file
+    # here would drop this process's SQLite locks on it (see `_ShmFiles`).
+    await asyncio.to_thread(stale_file.write_bytes, os.pread(live.fd, 1 << 16, 0))
     stale = backend.WalIndex.open(stale_file)
-    assert stale is not None
+    assert stale is not None and stale.header() is not None
     store._wal_index = stale  # as if SQLite kept its live index somewhere else
     stale.verify_at = 0.0
     assert store.generation() is not None  # the first check records
     await store.create(new("w1"), actor="t")
     stale.verify_at = 0.0
     assert store.generation() is None  # the pragma moved, the header did not
-    assert store._wal_index is None
+    assert not store._wal_index_live
     assert "event=wal_index_unreliable" in caplog.text
     before = store.generation()
     await store.create(new("w2"), actor="t")
     assert store.generation() not in (None, before)  # the pragma from now on
+    await store.close()
+    live.release()
+
+
+async def test_the_shm_descriptor_outlives_every_store_of_the_process_on_the_file(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    """POSIX locks belong to the process: closing any descriptor of the -shm file
+    drops SQLite's lock there too, and another process may then rebuild the index
+    under open connections. A second store closing must not do that to the first."""
+    other = SqliteStore(store.path)
+    store.generation()
+    other.generation()
+    index = store._wal_index
+    assert index is not None and other._wal_index is not None
+    assert other._wal_index.fd == index.fd  # one descriptor, shared
+    inode = os.fstat(index.fd).st_ino
+
+    def locked() -> bool:
+        with open("/proc/locks", encoding="ascii") as f:
+            return any(
+                line.split()[4] == str(os.getpid()) and line.split()[5].endswith(f":{inode}")
+                for line in f
+                if len(line.split()) > 5
+            )
+
+    assert locked()
+    await other.close()
+    assert locked()  # the first store's SQLite still holds its lock
+    assert store.generation() is not None
+    await store.create(new("after"), actor="t")
+    assert os.fstat(index.fd).st_ino == inode
 
 
 def test_wal_index_verify_flags_only_a_header_that_missed_a_commit() -> None:
@@ -557,7 +593,9 @@ def test_wal_index_verify_flags_only_a_header_that_missed_a_commit() -> None:
 def test_an_unreadable_wal_index_is_not_used(tmp_path: Path, header: bytes) -> None:
     path = tmp_path / "x-shm"
     path.write_bytes(header)
-    assert backend.WalIndex.open(path) is None
+    index = backend.WalIndex.open(path)
+    assert index is not None and index.header() is None
+    index.release()
     assert backend.WalIndex.open(tmp_path / "missing-shm") is None
 
 
@@ -571,7 +609,7 @@ def test_a_wal_index_between_its_two_copies_reads_as_unknown(tmp_path: Path) -> 
         f.seek(48 + 8)
         f.write(b"\x02")
     assert index.header() is None
-    index.close()
+    index.release()
 
 
 async def test_replicas_sharing_one_spec_dict_each_store_their_spec(

@@ -70,7 +70,6 @@ import asyncio
 import functools
 import json
 import logging
-import mmap
 import os
 import re
 import sqlite3
@@ -721,6 +720,7 @@ class SqliteStore:
         self._hashes = _SpecHashes()
         self._probe: sqlite3.Connection | None = None
         self._wal_index: WalIndex | None = None
+        self._wal_index_live = False
         self._wal_index_tried = False
 
     def __repr__(self) -> str:
@@ -782,13 +782,14 @@ class SqliteStore:
         closed). Cheap and synchronous: call it from one thread only (the event loop).
         Two equal answers mean nothing was committed in between.
 
-        Read from the WAL-index header in the ``-shm`` file (`WalIndex`, ~1 µs) once
-        SQLite's own ``PRAGMA data_version`` (~10 µs: a read transaction, two lock
-        system calls) has opened it; the pragma stays the fallback, and checks the
-        header once a second (`WalIndex.verify`)."""
+        Read from the WAL-index header in the ``-shm`` file (`WalIndex`: one
+        ``pread``) once SQLite's own ``PRAGMA data_version`` (a read transaction, two
+        lock calls and a ``getpid``: ~15 µs in a busy server) has opened it; the
+        pragma stays the fallback, and checks the header once a second
+        (`WalIndex.verify`)."""
         if self._closed:
             return None
-        wal = self._wal_index
+        wal = self._wal_index if self._wal_index_live else None
         if wal is not None:
             now = time.monotonic()
             if now < wal.verify_at:
@@ -807,15 +808,16 @@ class SqliteStore:
                 self.path,
                 wal.path,
             )
-            self._wal_index = None
-            wal.close()
+            self._wal_index_live = False  # its descriptor is given back at close
             return None
         version = self._data_version()
         if version is not None and self._wal_index is None and not self._wal_index_tried:
             self._wal_index_tried = True
             self._wal_index = WalIndex.open(Path(f"{self.path}-shm"))
-            if self._wal_index is not None:
-                return self._wal_index.header()  # from now on, the header's numbers
+            header = self._wal_index.header() if self._wal_index is not None else None
+            if header is not None:
+                self._wal_index_live = True
+                return header  # from now on, the header's numbers
         return version
 
     def _data_version(self) -> int | None:
@@ -1010,9 +1012,6 @@ class SqliteStore:
         await asyncio.to_thread(self._shutdown)
 
     def _shutdown(self) -> None:
-        if self._wal_index is not None:
-            self._wal_index.close()
-            self._wal_index = None
         self._writer.shutdown(wait=True)  # before the checkpointer: it hands work there
         self._checkpointer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
@@ -1020,6 +1019,9 @@ class SqliteStore:
             for conn in self._conns:
                 conn.close()
             self._conns.clear()
+        if self._wal_index is not None:  # after the connections: see `_ShmFiles`
+            self._wal_index.release()
+            self._wal_index = None
 
     # records ----------------------------------------------------------------
     async def create(self, new: NewRecord, *, actor: str, fence: Fence | None = None) -> Record:
@@ -1269,67 +1271,103 @@ WAL_VERIFY_S = 1.0
 """How often `SqliteStore.generation` checks the WAL-index header against the pragma."""
 
 
+class _ShmFiles:
+    """One read-only descriptor per ``-shm`` file in this process, shared by the stores
+    that read it and closed when the last of them closes (after its connections).
+
+    Why so careful: POSIX record locks belong to the process, and closing *any*
+    descriptor of a file drops *all* of the process's locks on it, SQLite's included.
+    SQLite holds a shared lock on the ``-shm`` file while it has the database open;
+    without it, another process opening the database may truncate and rebuild the
+    index under our connections. So a descriptor opened here is never closed while a
+    store of this process may still have the database open, and nothing here maps the
+    file (an `mmap` keeps a duplicate descriptor that its garbage collection would
+    close)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, list[int]] = {}
+        """path → [descriptor, stores using it]."""
+
+    def acquire(self, path: Path) -> int | None:
+        key = os.path.realpath(path)
+        with self._lock:
+            held = self._open.get(key)
+            if held is None:
+                try:
+                    fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    return None
+                held = self._open[key] = [fd, 0]
+            held[1] += 1
+            return held[0]
+
+    def release(self, path: Path) -> None:
+        key = os.path.realpath(path)
+        with self._lock:
+            held = self._open.get(key)
+            if held is None:
+                return
+            held[1] -= 1
+            if held[1] <= 0:
+                del self._open[key]
+                os.close(held[0])
+
+
+_SHM_FILES = _ShmFiles()
+
+
 class WalIndex:
-    """The WAL-index header in a database's ``-shm`` file, read through a read-only map.
+    """The WAL-index header in a database's ``-shm`` file, read with `os.pread`.
 
     SQLite's documented WAL format (sqlite.org/walformat.html): the file starts with
     two copies of a 48-byte header. Every commit writes a new one (its ``iChange``
     counter goes up by one), the second copy first, then the first; a reader takes
     them in the other order and trusts them only when they are equal. So the header's
-    bytes are a generation: they change with every commit, by any process. SQLite
-    never truncates the file while a connection of this process has the database
-    open (the probe connection keeps it open), so the map stays valid.
+    bytes are a generation: they change with every commit, by any process. One
+    ``pread`` costs less than ``PRAGMA data_version`` (a read transaction: two lock
+    calls, a ``getpid``, the statement).
 
     Where the file is not the live index (an SQLite built to keep it elsewhere would
     leave a stale file there), `verify` notices within a second: the pragma saw a
-    commit that the header did not."""
+    commit that the header did not. The descriptor is `_SHM_FILES`'s: `release` it
+    only once the store's connections are closed."""
 
     VERSION = 3007000
     """``iVersion``, the first field of the header."""
     SIZE = 48
 
-    def __init__(self, path: Path, mapped: mmap.mmap) -> None:
+    def __init__(self, path: Path, fd: int) -> None:
         self.path = path
-        self._map = mapped
+        self.fd = fd
         self.verify_at = time.monotonic() + WAL_VERIFY_S
         self._checked: tuple[int, int] | None = None
 
     @classmethod
     def open(cls, path: Path) -> WalIndex | None:
-        """The index of `path`, or None where it cannot be read (no such file yet,
-        too short, an unknown layout)."""
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            if os.fstat(fd).st_size < 2 * cls.SIZE:
-                return None
-            mapped = mmap.mmap(fd, 2 * cls.SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
-        except (OSError, ValueError):
-            return None
-        finally:
-            os.close(fd)
-        index = cls(path, mapped)
-        if index.header() is None:
-            index.close()
-            return None
-        return index
+        """The index of `path`; None where there is no such file (yet). Whether its
+        header can be read is the caller's next question (`header`); either way the
+        caller `release`s it once its connections are closed, never before."""
+        fd = _SHM_FILES.acquire(path)
+        return None if fd is None else cls(path, fd)
 
     def header(self) -> int | None:
         """The first copy of the header as a number, when both copies agree and it is
-        initialised; None while a writer is between the two (rare; the caller asks
-        again next time)."""
-        both = self._map[: 2 * self.SIZE]
+        initialised; None otherwise (a writer between the two copies, a file too
+        short: the caller asks again next time)."""
+        try:
+            both = os.pread(self.fd, 2 * self.SIZE, 0)
+        except OSError:
+            return None
         first = both[: self.SIZE]
-        if first != both[self.SIZE :] or not first[12]:
+        if len(both) != 2 * self.SIZE or first != both[self.SIZE :] or not first[12]:
             return None
         if int.from_bytes(first[:4], sys.byteorder) != self.VERSION:
             return None
         return int.from_bytes(first, "little")
 
     def verify(self, before: int, version: int, after: int) -> bool:
-        """False when the map is not the live index: the pragma's data_version
+        """False when the file is not the live index: the pragma's data_version
         (`version`) moved since the last check, but the header read after it
         (`after`) is still the one read before the last check's pragma. Any commit
         the pragma counted since then came after that header was read and before
@@ -1340,8 +1378,11 @@ class WalIndex:
         old_before, old_version = checked
         return not (version != old_version and after == old_before)
 
-    def close(self) -> None:
-        self._map.close()
+    def release(self) -> None:
+        """Give the descriptor back (`_SHM_FILES`); call once, after the connections."""
+        if self.fd >= 0:
+            self.fd = -1
+            _SHM_FILES.release(self.path)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
