@@ -245,6 +245,19 @@ def assert_no_token_in_log(api: ApiProcess) -> None:
     assert not leaks, f"{api.name} log contains tokens: {leaks}"
 
 
+@contextlib.contextmanager
+def api_replicas(data_dir: Path) -> Iterator[tuple[ApiProcess, ApiProcess]]:
+    """Replica A (INIT_DB=true, first start) and replica B (no INIT_DB) on one
+    database in `data_dir`, both ready; no token in either log afterwards."""
+    with ApiProcess(data_dir, name="replica-a") as a:
+        a.wait_ready()
+        with ApiProcess(data_dir, init_db=False, name="replica-b") as b:
+            b.wait_ready()
+            yield a, b
+    assert_no_token_in_log(a)
+    assert_no_token_in_log(b)
+
+
 def server_fixture(
     *,
     scope: str = "module",

@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import (
     ZONE,
     ApiProcess,
+    api_replicas,
     assert_no_token_in_log,
     make_token,
     make_workspace,
@@ -23,14 +24,8 @@ from tests.helpers import (
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiProcess, ApiProcess]]:
     """Replica A (INIT_DB=true, first start) and replica B (no INIT_DB), one database."""
-    data = tmp_path_factory.mktemp("replicas")
-    with ApiProcess(data, name="replica-a") as a:
-        a.wait_ready()
-        with ApiProcess(data, init_db=False, name="replica-b") as b:
-            b.wait_ready()
-            yield a, b
-    assert_no_token_in_log(a)
-    assert_no_token_in_log(b)
+    with api_replicas(tmp_path_factory.mktemp("replicas")) as pair:
+        yield pair
 
 
 def test_first_start_prints_the_admin_token_once(cluster: tuple[ApiProcess, ApiProcess]) -> None:
