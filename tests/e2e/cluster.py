@@ -338,6 +338,25 @@ class Cluster:
     def tails(self) -> str:
         return "\n".join(s.tail() for s in self.services)
 
+    def errors(self) -> str:
+        """Every service's warnings, errors and tracebacks so far, for a failed test's
+        report (the data directory, logs included, goes with the cluster)."""
+        out = []
+        for service in self.services:
+            lines = service.log_text().splitlines()
+            picked = [
+                line
+                for i, line in enumerate(lines)
+                if "level=ERROR" in line
+                or "level=WARNING" in line
+                or "Traceback" in line
+                or any("Traceback" in before for before in lines[max(0, i - 40) : i])
+            ]
+            if picked:
+                out.append(f"--- {service.name} ({service.log_path}) ---")
+                out.extend(picked[-200:])
+        return "\n".join(out)
+
     def close(self, *, keep_logs_on: bool = False) -> None:
         """Stop every service by pid (agents first, then schedulers, then APIs), remove
         this session's containers, delete the data directory."""
