@@ -15,20 +15,28 @@ import pytest
 
 from dora.api.app import create_app
 from dora.api.settings import ApiSettings
+from dora.store import Key, Record, StoreError
 from dora.store.sqlite import SqliteStore
 
 SECRET = "a-front-door-test-secret"
 
 
 class BrokenRows(SqliteStore):
-    """A store whose raw listing path fails (as a damaged disk would make it)."""
+    """A store whose raw listing path fails (as a damaged disk would make it), and
+    that is "busy" for one record's name."""
 
     fail = True
+    busy_for = "busy-ws"
 
     async def list_rows(self, *args: Any, **kwargs: Any) -> Any:
         if self.fail:
             raise sqlite3.OperationalError("disk I/O error")
         return await super().list_rows(*args, **kwargs)
+
+    async def get(self, key: Key) -> Record:
+        if key.name == self.busy_for:
+            raise StoreError("database busy: another process held the write lock too long")
+        return await super().get(key)
 
 
 @pytest.fixture
@@ -52,6 +60,14 @@ async def test_a_broken_cache_path_falls_back_to_the_route(client: httpx.AsyncCl
     assert r.status_code == 200, r.text
     assert "x-dora-list-cache" not in r.headers  # FastAPI's route answered
     assert "admin" in [item["name"] for item in r.json()["items"]]
+
+
+async def test_a_store_that_cannot_answer_is_a_503_to_retry(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/resources/workspace/busy-ws")
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == "store_unavailable"
+    assert "database busy" in r.json()["message"]
+    assert r.headers["retry-after"] == "1"
 
 
 async def test_the_cache_answers_once_the_store_reads_again(

@@ -16,7 +16,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dora.store import StoreError
+
 log = logging.getLogger("dora.api")
+
+STORE_RETRY_AFTER_S = 1
+"""Retry-After of a 503 for a store that could not answer (clients retry idempotent
+requests on it, `dora.client`)."""
 
 _PARTS = ("body", "query", "path", "header", "cookie")
 """Where FastAPI says a request parameter came from (the first item of an error's loc)."""
@@ -171,8 +177,25 @@ def install_error_handlers(app: FastAPI) -> None:
         message = "internal error; the server log has details"
         return error_response(ApiError(500, "internal", message))
 
+    async def on_store(request: Request, exc: Exception) -> JSONResponse:
+        # The store itself could not answer (SQLite busy past its timeout, Cassandra
+        # timing out): the service is unavailable for a moment, nothing is broken.
+        # NotFound, Conflict and the like escaping a route are bugs: a 500.
+        if type(exc) is not StoreError:
+            return await on_unexpected(request, exc)
+        log.warning("event=store_unavailable path=%s reason=%s", request.url.path, exc)
+        return error_response(
+            ApiError(
+                503,
+                "store_unavailable",
+                f"the state store could not answer: {exc}; try again",
+                headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+            )
+        )
+
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(UnicodeEncodeError, on_bad_text)
+    app.add_exception_handler(StoreError, on_store)
     app.add_exception_handler(Exception, on_unexpected)

@@ -8,7 +8,9 @@
             print(wk.name, wk.status)
 
 Errors are typed (`NotFound`, `Forbidden`, `Invalid` with ``.field``, …; see
-`dora.client.errors`). TLS: pass ``verify=False`` for a self-signed API certificate
+`dora.client.errors`). A GET, PUT or DELETE answered 503 with a Retry-After of at
+most 5 s (the server's state store was busy) is sent again after that wait, twice at
+most; nothing else is retried. TLS: pass ``verify=False`` for a self-signed API certificate
 you trust, or ``verify="/path/ca.pem"``.
 """
 
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import itertools
 import os
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -87,6 +91,23 @@ def _request_kwargs(call: Call[Any]) -> dict[str, Any]:
     return kwargs
 
 
+RETRIES = 2
+"""Times an idempotent request is sent again after a 503 whose Retry-After is at
+most `RETRY_AFTER_MAX_S` (the server's state store was busy for a moment)."""
+RETRY_AFTER_MAX_S = 5.0
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+
+
+def _retry_in(call: Call[Any], response: httpx.Response, attempt: int) -> float | None:
+    """Seconds to wait before sending `call` again, or None to take this answer."""
+    if response.status_code != 503 or call.method not in IDEMPOTENT or attempt >= RETRIES:
+        return None
+    after = response.headers.get("retry-after", "")
+    if not after.isdigit() or float(after) > RETRY_AFTER_MAX_S:
+        return None
+    return float(after)
+
+
 def _parse(call: Call[T], response: httpx.Response) -> T:
     if response.is_success:
         return call.reply.model_validate(response.json())
@@ -149,10 +170,15 @@ class Client:
         self._http.close()
 
     def call(self, call: Call[T]) -> T:
-        try:
-            response = self._http.request(call.method, call.path, **_request_kwargs(call))
-        except httpx.HTTPError as exc:
-            raise _unreachable(self.server, exc) from None
+        for attempt in itertools.count():
+            try:
+                response = self._http.request(call.method, call.path, **_request_kwargs(call))
+            except httpx.HTTPError as exc:
+                raise _unreachable(self.server, exc) from None
+            wait = _retry_in(call, response, attempt)
+            if wait is None:
+                break
+            time.sleep(wait)
         return _parse(call, response)
 
     def version(self) -> VersionInfo:
@@ -446,10 +472,15 @@ class AsyncClient:
         await self._http.aclose()
 
     async def call(self, call: Call[T]) -> T:
-        try:
-            response = await self._http.request(call.method, call.path, **_request_kwargs(call))
-        except httpx.HTTPError as exc:
-            raise _unreachable(self.server, exc) from None
+        for attempt in itertools.count():
+            try:
+                response = await self._http.request(call.method, call.path, **_request_kwargs(call))
+            except httpx.HTTPError as exc:
+                raise _unreachable(self.server, exc) from None
+            wait = _retry_in(call, response, attempt)
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
         return _parse(call, response)
 
     async def version(self) -> VersionInfo:
