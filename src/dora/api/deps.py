@@ -91,6 +91,18 @@ def bearer_from_header(header: str) -> str | None:
     return value.strip()
 
 
+def _refuse_banned(ctx: ApiContext, ip: str, now: float) -> None:
+    banned_for = ctx.failed_auth.is_banned(ip, now)
+    if banned_for:
+        raise too_many("too many failed authentications from this address", banned_for)
+
+
+def _refuse_over_rate(ctx: ApiContext, key: str, now: float) -> None:
+    wait = ctx.rate_limiter.check(key, now)
+    if wait:
+        raise too_many("rate limit exceeded for this token", wait)
+
+
 async def guarded(
     connection: HTTPConnection,
     ctx: ApiContext,
@@ -101,9 +113,7 @@ async def guarded(
     as a failed authentication), then rate-limit what it returns by `rate_key`."""
     now = ctx.clock()
     ip = client_ip(connection, ctx)
-    banned_for = ctx.failed_auth.is_banned(ip, now)
-    if banned_for:
-        raise too_many("too many failed authentications from this address", banned_for)
+    _refuse_banned(ctx, ip, now)
     try:
         result = await check()
     except ApiError as exc:
@@ -111,9 +121,7 @@ async def guarded(
             ctx.metrics.auth_failures.inc()
             ctx.failed_auth.record_failure(ip, now)
         raise
-    wait = ctx.rate_limiter.check(rate_key(result), now)
-    if wait:
-        raise too_many("rate limit exceeded for this token", wait)
+    _refuse_over_rate(ctx, rate_key(result), now)
     return result
 
 
@@ -121,12 +129,8 @@ def admit(scope: Scope, ctx: ApiContext, rate_key: str) -> None:
     """`guarded`'s address ban and rate limit, for a caller whose credentials were
     checked on an earlier request (`dora.api.list_cache` remembers such decisions)."""
     now = ctx.clock()
-    banned_for = ctx.failed_auth.is_banned(scope_client_ip(scope, ctx), now)
-    if banned_for:
-        raise too_many("too many failed authentications from this address", banned_for)
-    wait = ctx.rate_limiter.check(rate_key, now)
-    if wait:
-        raise too_many("rate limit exceeded for this token", wait)
+    _refuse_banned(ctx, scope_client_ip(scope, ctx), now)
+    _refuse_over_rate(ctx, rate_key, now)
 
 
 def rate_key(caller: Caller) -> str:
